@@ -1,0 +1,257 @@
+//! The configuration file's shape, exactly as SPEC §3 writes it: camelCase keys, YAML or JSON.
+//!
+//! These types only describe what may appear in the file. They hold strings and numbers as the
+//! operator wrote them; [`super::validate`] checks every rule and [`crate::settings`] compiles
+//! the result into the runtime [`crate::settings::Settings`] (URLs parsed, header names built,
+//! issuers shared). Unknown keys are errors: the loader collects every one of them with its
+//! line and column (see [`super::load`]) instead of stopping at the first.
+//!
+//! The AgentCore `authorizerConfiguration` block is accepted verbatim, including the
+//! `customJWTAuthorizer` spelling used by the control-plane API and its fields that have no
+//! meaning outside AWS (`privateEndpoint`, `privateEndpointOverrides`), which are accepted and
+//! ignored with a warning.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, DurationStr};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FileConfig {
+    /// One `host:port` or a list of them.
+    #[serde(default)]
+    pub listen: OneOrMany<String>,
+    pub public_url: Option<String>,
+    pub tls: Option<TlsFile>,
+    pub admin: Option<AdminFile>,
+    pub shutdown_grace_period: Option<DurationStr>,
+    /// Keep client-supplied `X-Forwarded-*` (append to them) instead of replacing them.
+    pub trust_forwarded_headers: Option<bool>,
+    /// Reload when the file changes (SPEC §9), in addition to SIGHUP.
+    pub watch_config: Option<bool>,
+    pub limits: Option<LimitsFile>,
+    pub jwt: Option<JwtFile>,
+    pub telemetry: Option<TelemetryFile>,
+    /// Default CORS policy for routes that do not set their own.
+    pub cors: Option<CorsFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// A scalar or a list of scalars (`listen: a` or `listen: [a, b]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape<T> {
+            One(T),
+            Many(Vec<T>),
+        }
+        match Shape::deserialize(de)? {
+            Shape::One(one) => Ok(Self(vec![one])),
+            Shape::Many(many) => Ok(Self(many)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsFile {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminFile {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsFile {
+    pub max_request_header_bytes: Option<ByteSize>,
+    pub max_request_body_bytes: Option<ByteSize>,
+    pub request_timeout: Option<DurationStr>,
+    pub stream_idle_timeout: Option<DurationStr>,
+    pub header_read_timeout: Option<DurationStr>,
+    /// Open client connections per process; further connections wait in the accept queue.
+    pub max_connections: Option<u32>,
+}
+
+/// The `jwt` block: defaults for every CUSTOM_JWT authorizer (top level), or a per-route
+/// override of them (route level; `verifiedTokenCache` is top-level only).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JwtFile {
+    pub clock_skew: Option<DurationStr>,
+    pub algorithms: Option<Vec<String>>,
+    pub jwks_refresh_interval: Option<DurationStr>,
+    pub jwks_min_refetch_interval: Option<DurationStr>,
+    pub max_key_staleness: Option<DurationStr>,
+    /// Timeout of one discovery or JWKS fetch (gatehouse extension; default 5s).
+    pub jwks_fetch_timeout: Option<DurationStr>,
+    pub verified_token_cache: Option<TokenCacheFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCacheFile {
+    pub max_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryFile {
+    pub service_name: Option<String>,
+    pub otlp: Option<OtlpFile>,
+    pub sampling: Option<f64>,
+    /// `stdout` or `off`.
+    pub access_log: Option<String>,
+    pub server_timing: Option<bool>,
+    /// Put the token's `sub` in spans as `enduser.id` (default true).
+    pub enduser_id: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtlpFile {
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Option<DurationStr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsFile {
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Extra request headers a browser may send (added to the MCP and AgentCore defaults).
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    pub max_age: Option<DurationStr>,
+}
+
+/// One agent behind the edge.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteFile {
+    #[serde(default)]
+    pub name: String,
+    /// `HTTP` or `MCP` (AgentCore `serverProtocol` names). Default `HTTP`.
+    pub protocol: Option<String>,
+    pub path: Option<String>,
+    /// An AgentCore runtime ARN: `/runtimes/{url-escaped arn}/invocations` also matches.
+    pub arn: Option<String>,
+    /// `CUSTOM_JWT` or `NONE`; `NONE` must be explicit.
+    pub authorizer_type: Option<String>,
+    pub authorizer_configuration: Option<AuthorizerConfiguration>,
+    pub request_header_allowlist: Option<Vec<String>>,
+    pub user_id_claim: Option<String>,
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub claims_to_baggage: BTreeMap<String, String>,
+    pub jwt: Option<JwtFile>,
+    pub upstream: Option<UpstreamFile>,
+    pub cors: Option<CorsFile>,
+    /// Serve this route's metadata at the root `/.well-known/oauth-protected-resource`.
+    pub default_resource: Option<bool>,
+    /// Bind session ids to the token subject (issue 5; default on for MCP routes).
+    pub session_binding: Option<SessionBindingFile>,
+    /// SSE comment keep-alive interval toward the client, e.g. `15s` (0 or absent: none).
+    pub keep_alive: Option<DurationStr>,
+}
+
+/// `authorizerConfiguration`, pasted from AgentCore.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizerConfiguration {
+    #[serde(alias = "customJWTAuthorizer")]
+    pub custom_jwt_authorizer: CustomJwtAuthorizer,
+}
+
+/// `CustomJWTAuthorizerConfiguration` (AgentCore control-plane model).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomJwtAuthorizer {
+    #[serde(default)]
+    pub discovery_url: String,
+    pub allowed_clients: Option<Vec<String>>,
+    pub allowed_audience: Option<Vec<String>>,
+    pub allowed_scopes: Option<Vec<String>>,
+    pub custom_claims: Option<Vec<CustomClaim>>,
+    #[serde(default)]
+    pub advertised_scope_mapping: BTreeMap<String, String>,
+    /// AWS networking for reaching a private IdP: accepted, ignored (gatehouse reaches the IdP
+    /// directly), reported as a warning.
+    pub private_endpoint: Option<serde_json::Value>,
+    pub private_endpoint_overrides: Option<serde_json::Value>,
+    /// Workload-identity restrictions: gatehouse cannot verify AgentCore workload identities,
+    /// so a block that sets this is rejected rather than silently weakened.
+    pub allowed_workload_configuration: Option<serde_json::Value>,
+}
+
+/// `CustomClaimValidationType`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomClaim {
+    pub inbound_token_claim_name: String,
+    /// `STRING` or `STRING_ARRAY`.
+    pub inbound_token_claim_value_type: String,
+    pub authorizing_claim_match_value: ClaimMatchValue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMatchValue {
+    /// `EQUALS`, `CONTAINS` or `CONTAINS_ANY`.
+    pub claim_match_operator: String,
+    pub claim_match_value: ClaimMatchValueUnion,
+}
+
+/// Exactly one of the two members (an AgentCore union).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMatchValueUnion {
+    pub match_value_string: Option<String>,
+    pub match_value_string_list: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamFile {
+    pub url: Option<String>,
+    pub urls: Option<Vec<String>>,
+    pub path: Option<String>,
+    pub agent_runtime_arn: Option<String>,
+    pub region: Option<String>,
+    pub qualifier: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub connect_timeout: Option<DurationStr>,
+    /// Speak HTTP/2 with prior knowledge (h2c) to the upstream.
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBindingFile {
+    pub enabled: Option<bool>,
+    /// HMAC key (at least 32 bytes), usually `${GATEHOUSE_SESSION_KEY}`.
+    pub key: Option<String>,
+}
