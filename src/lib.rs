@@ -1,4 +1,39 @@
 //! gatehouse: an authenticating edge for AI agents and MCP servers.
+//!
+//! Every request on the public listener takes one path, composed in [`stack`]:
+//!
+//! ```text
+//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ enrich ─▶ forward ─▶ agent
+//! ```
+//!
+//! - [`server`]: listeners, TLS, HTTP/1.1 + h2, graceful drain.
+//! - [`telemetry::record`]: the per-request record; errors become responses ([`error`]); the
+//!   access log and metrics are written when the response body ends.
+//! - [`route`]: path → [`route::Route`], or its OAuth protected resource metadata.
+//! - [`limits`], [`cors`], [`metadata`]: refusals and answers that need no token.
+//! - [`auth`]: JWT validation against the issuer's cached JWKS, then route policy.
+//! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
+//! - [`forward`]: the pooled upstream client; bodies stream both ways.
+//!
+//! Configuration is loaded and validated by [`config`] and compiled by [`settings`]; [`app`]
+//! holds the current settings and swaps them on reload. [`admin`] serves health, readiness and
+//! metrics on its own listener.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod body;
 pub mod config;
+pub mod cors;
+pub mod enrich;
+pub mod error;
+pub mod forward;
+pub mod limits;
+pub mod metadata;
+pub mod route;
+pub mod server;
+pub mod settings;
+pub mod stack;
+pub mod telemetry;
+pub mod tls;

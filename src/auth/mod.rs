@@ -1,0 +1,331 @@
+//! The authenticate phase: a CUSTOM_JWT route's bearer token is verified against the
+//! issuer's keys and the route's policy before anything reaches the upstream, and before the
+//! request body is read.
+//!
+//! [`Authorizer::authenticate`] runs SPEC §4.2 in this order: one `Authorization: Bearer`
+//! header ([`token`]); the verified-token cache ([`cache`]); on a miss, the JOSE header
+//! ([`token::Jws`]), the route's algorithm list, the issuer's keys ([`jwks`], [`keys`]) with
+//! one refetch for an unknown `kid`, the signature, the claims ([`claims`]), `iss` equal to the
+//! discovery document's `issuer`, `exp` (required), `nbf` and `iat` within the clock skew; then
+//! on every request, cached or not, the route policy ([`policy`]). The result is a
+//! [`Principal`] in the request extensions.
+
+pub mod cache;
+pub mod claims;
+pub mod jwks;
+pub mod keys;
+pub mod policy;
+pub mod token;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, Request, Response};
+use jsonwebtoken::Algorithm;
+use tower::{Layer, Service};
+
+use self::cache::{CachedToken, TokenCache};
+use self::claims::Claims;
+use self::jwks::{Issuer, Reason};
+use self::keys::{KeySet, Lookup};
+use self::policy::{Denial, Policy};
+use self::token::{Jws, TokenError};
+use crate::body::ProxyBody;
+use crate::error::{Challenge, ProxyError};
+use crate::route::{Route, Target};
+use crate::telemetry::metrics::AuthOutcome;
+use crate::telemetry::record::{AuthRecord, RequestRecord};
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credentials (401, bare challenge).
+    Missing,
+    /// Bad header, token, signature, key or claim (401 `invalid_token`).
+    Invalid(Cow<'static, str>),
+    /// `exp` has passed (401 `invalid_token`).
+    Expired,
+    /// A policy check failed (401 for `aud`, 403 otherwise).
+    Denied(Denial),
+    /// The issuer's keys are not available and none are cached within `maxKeyStaleness` (503).
+    Unavailable,
+}
+
+impl AuthError {
+    pub fn outcome(&self) -> AuthOutcome {
+        match self {
+            Self::Missing => AuthOutcome::Missing,
+            Self::Invalid(_) | Self::Denied(Denial::Audience) => AuthOutcome::Invalid,
+            Self::Expired => AuthOutcome::Expired,
+            Self::Denied(Denial::Scope) => AuthOutcome::InsufficientScope,
+            Self::Denied(_) => AuthOutcome::Forbidden,
+            Self::Unavailable => AuthOutcome::Unavailable,
+        }
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Missing => Self::Missing,
+            TokenError::Malformed(reason) => Self::Invalid(reason.into()),
+        }
+    }
+}
+
+/// Who the caller is, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub claims: Arc<Claims>,
+    pub cache_hit: bool,
+    pub kid: Option<Arc<str>>,
+    pub alg: Algorithm,
+}
+
+/// A route's compiled `customJwtAuthorizer` plus the `jwt` settings that apply to it.
+#[derive(Debug)]
+pub struct Authorizer {
+    pub issuer: Arc<Issuer>,
+    pub policy: Policy,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew_secs: i64,
+    /// `allowedScopes` after `advertisedScopeMapping`, for challenges and metadata.
+    pub advertised_scopes: Vec<String>,
+    /// The same, space-separated, for the `scope` challenge parameter.
+    pub scope_challenge: Option<Arc<str>>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Authorizer {
+    fn issuer_id(&self) -> usize {
+        Arc::as_ptr(&self.issuer) as usize
+    }
+
+    /// Authenticates the request's headers: the token is genuine, from this issuer, and
+    /// within its validity period. Route policy is [`Self::authorize`], a separate step so the
+    /// caller can record who was refused.
+    pub async fn authenticate(&self, headers: &HeaderMap, cache: &TokenCache) -> Result<Principal, AuthError> {
+        let token = token::bearer(headers)?;
+        let now = unix_now();
+        let hash = cache.enabled().then(|| TokenCache::hash(token));
+        if let Some(hit) = hash.as_ref().and_then(|h| cache.get(h))
+            && let Some(principal) = self.accept_cached(&hit, now)? {
+                return Ok(principal);
+            }
+        let verified = Arc::new(self.verify(token, now).await?);
+        if let Some(hash) = hash {
+            cache.insert(hash, verified.clone());
+        }
+        Ok(Principal {
+            claims: verified.claims.clone(),
+            cache_hit: false,
+            kid: verified.key.kid.clone(),
+            alg: verified.alg,
+        })
+    }
+
+    /// The route's policy (allowed audience, clients, scopes, custom claims), checked on
+    /// every request.
+    pub fn authorize(&self, principal: &Principal) -> Result<(), AuthError> {
+        self.policy.check(&principal.claims).map_err(AuthError::Denied)
+    }
+
+    /// A cache hit is used only if it was verified by this route's issuer with a key that is
+    /// still published; otherwise the token is verified from scratch.
+    fn accept_cached(&self, hit: &CachedToken, now: i64) -> Result<Option<Principal>, AuthError> {
+        if hit.issuer_id != self.issuer_id() {
+            return Ok(None);
+        }
+        let keys = self.issuer.fresh_keys().ok_or(AuthError::Unavailable)?;
+        if !keys.contains(&hit.key) || hit.claims.iss.as_deref() != Some(&*keys.issuer) {
+            return Ok(None);
+        }
+        if !self.algorithms.contains(&hit.alg) {
+            return Err(AuthError::Invalid("token alg is not allowed for this route".into()));
+        }
+        self.check_times(&hit.claims, now)?;
+        Ok(Some(Principal { claims: hit.claims.clone(), cache_hit: true, kid: hit.key.kid.clone(), alg: hit.alg }))
+    }
+
+    /// The full verification of a token not in the cache.
+    async fn verify(&self, token: &str, now: i64) -> Result<CachedToken, AuthError> {
+        let jws = Jws::parse(token)?;
+        if !self.algorithms.contains(&jws.alg) {
+            return Err(AuthError::Invalid("token alg is not allowed for this route".into()));
+        }
+        let keys = self.issuer.keys_for_request().await.ok_or(AuthError::Unavailable)?;
+        let (key, keys) = match keys.find(jws.kid.as_deref(), jws.alg) {
+            Lookup::Found(key) => (key, keys),
+            Lookup::UnknownKid => {
+                // Perhaps the IdP rotated its keys: refetch (at most once per interval).
+                self.issuer.refresh(Reason::UnknownKid).await;
+                let keys = self.issuer.fresh_keys().ok_or(AuthError::Unavailable)?;
+                match keys.find(jws.kid.as_deref(), jws.alg) {
+                    Lookup::Found(key) => (key, keys),
+                    other => return Err(lookup_error(&other)),
+                }
+            }
+            other => return Err(lookup_error(&other)),
+        };
+        let signature = jws.signature_bytes()?;
+        if !key.verify(jws.alg, jws.signing_input.as_bytes(), &signature) {
+            return Err(AuthError::Invalid("token signature is invalid".into()));
+        }
+        let claims = jws.claims().map_err(|e| AuthError::Invalid(e.into()))?;
+        check_issuer(&claims, &keys)?;
+        self.check_times(&claims, now)?;
+        Ok(CachedToken { issuer_id: self.issuer_id(), key, alg: jws.alg, claims: Arc::new(claims) })
+    }
+
+    /// `exp` required and not passed, `nbf` reached, `iat` not in the future — all within the
+    /// route's clock skew.
+    fn check_times(&self, claims: &Claims, now: i64) -> Result<(), AuthError> {
+        let skew = self.clock_skew_secs;
+        let exp = claims
+            .exp
+            .ok_or_else(|| AuthError::Invalid("token has no 'exp' claim".into()))?;
+        if now >= exp.saturating_add(skew) {
+            return Err(AuthError::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+            return Err(AuthError::Invalid("token is not valid yet ('nbf')".into()));
+        }
+        if claims.iat.is_some_and(|iat| iat > now.saturating_add(skew)) {
+            return Err(AuthError::Invalid("token was issued in the future ('iat')".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_issuer(claims: &Claims, keys: &KeySet) -> Result<(), AuthError> {
+    match claims.iss.as_deref() {
+        Some(iss) if iss == &*keys.issuer => Ok(()),
+        Some(_) => Err(AuthError::Invalid(
+            "token issuer does not match the issuer of the discovery document".into(),
+        )),
+        None => Err(AuthError::Invalid("token has no 'iss' claim".into())),
+    }
+}
+
+fn lookup_error(lookup: &Lookup) -> AuthError {
+    AuthError::Invalid(
+        match lookup {
+            Lookup::UnknownKid => "token kid is not among the issuer's keys",
+            Lookup::WrongAlgorithm => "token alg does not match its key",
+            Lookup::NoUniqueKey | Lookup::Found(_) => "token has no kid and the issuer has no single key for its alg",
+        }
+        .into(),
+    )
+}
+
+/// Builds the challenge a failed request gets: where the route's metadata is and which
+/// scopes it wants.
+pub fn challenge(route: &Route, base_url: &str, path_used: &str) -> Challenge {
+    Challenge {
+        resource_metadata: format!("{base_url}{}{path_used}", crate::route::PRM_SUFFIX),
+        scope: route.auth.as_ref().and_then(|a| a.scope_challenge.clone()),
+    }
+}
+
+/// Authenticates requests on CUSTOM_JWT routes; metadata requests and NONE routes pass.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    cache: TokenCache,
+}
+
+impl AuthLayer {
+    pub fn new(cache: TokenCache) -> Self {
+        Self { cache }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth { inner, cache: self.cache.clone() }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct Auth<S> {
+    inner: S,
+    cache: TokenCache,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let cache = self.cache.clone();
+        Box::pin(async move {
+            let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
+            let route = request.extensions().get::<Arc<Route>>().cloned();
+            let (Some(record), Some(route)) = (record, route) else {
+                return Err(ProxyError::NoRoute);
+            };
+            let metadata = matches!(request.extensions().get::<Target>(), Some(Target::Metadata { .. }));
+            let Some(authorizer) = route.auth.as_ref().filter(|_| !metadata) else {
+                record.set_auth(AuthRecord {
+                    outcome: AuthOutcome::None,
+                    cache_hit: false,
+                    duration: std::time::Duration::ZERO,
+                    client_id: None,
+                    sub: None,
+                });
+                return inner.call(request).await;
+            };
+            let started = Instant::now();
+            // Authenticated but refused principals are kept for the record: who was denied.
+            let result = match authorizer.authenticate(request.headers(), &cache).await {
+                Ok(principal) => match authorizer.authorize(&principal) {
+                    Ok(()) => Ok(principal),
+                    Err(error) => Err((error, Some(principal))),
+                },
+                Err(error) => Err((error, None)),
+            };
+            let duration = started.elapsed();
+            match result {
+                Ok(principal) => {
+                    record.set_auth(AuthRecord {
+                        outcome: AuthOutcome::Ok,
+                        cache_hit: principal.cache_hit,
+                        duration,
+                        client_id: principal.claims.client_id.clone(),
+                        sub: principal.claims.sub.clone(),
+                    });
+                    request.extensions_mut().insert(principal);
+                    inner.call(request).await
+                }
+                Err((error, refused)) => {
+                    let (client_id, sub) = refused.map_or((None, None), |p| (p.claims.client_id.clone(), p.claims.sub.clone()));
+                    record.set_auth(AuthRecord { outcome: error.outcome(), cache_hit: false, duration, client_id, sub });
+                    let base = crate::metadata::base_url(&record, request.headers());
+                    let challenge = challenge(&route, &base, &crate::metadata::resource_path(&route, request.uri().path()));
+                    Err(ProxyError::Auth { error, challenge: Box::new(challenge) })
+                }
+            }
+        })
+    }
+}

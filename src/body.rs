@@ -1,0 +1,76 @@
+//! The response body the edge sends: bytes it made itself (errors, metadata, preflights) or
+//! the upstream's body streaming through.
+//!
+//! One concrete enum instead of a boxed trait object: the common cases cost no allocation,
+//! and an upstream body keeps its exact `size_hint`, so a response with a known length keeps
+//! its `Content-Length` and a streamed one stays chunked (or DATA frames on h2).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::forward::UpstreamBody;
+
+/// Errors a response body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// A response body.
+    #[project = ProxyBodyProj]
+    #[derive(Debug)]
+    pub enum ProxyBody {
+        /// A complete body made by the edge (`None` once sent, or for an empty body).
+        Full { data: Option<Bytes> },
+        /// The upstream's body, streamed with the idle timeout applied.
+        Upstream { #[pin] body: UpstreamBody },
+    }
+}
+
+impl ProxyBody {
+    pub fn full(data: Bytes) -> Self {
+        Self::Full { data: (!data.is_empty()).then_some(data) }
+    }
+
+    pub fn empty() -> Self {
+        Self::Full { data: None }
+    }
+
+    pub fn upstream(body: UpstreamBody) -> Self {
+        Self::Upstream { body }
+    }
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full { data } => data.is_none(),
+            Self::Upstream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Upstream { body } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The enrich phase: the headers the upstream receives (SPEC §5), rebuilt from an allowlist
+//! rather than filtered from the client's set, so nothing the client sends reaches the agent
+//! unless a rule says it should.
+//!
+//! What the upstream gets: the standard set (`Content-Type`, `Content-Encoding`, `Accept`,
+//! `Content-Length`, `User-Agent`, the MCP protocol headers and every `Mcp-Param-*`), the
+//! route's `requestHeaderAllowlist` (with `Authorization` only when listed), and what the edge
+//! sets itself: the session id (HTTP routes: the client's if it is 33–256 characters of
+//! `[A-Za-z0-9._:-]`, else 400; a fresh UUID when absent), the request id, `X-Forwarded-*`,
+//! `traceparent`/`tracestate`/`baggage`, and the identity headers (`userIdClaim`,
+//! `claimsToHeaders`). Identity headers are never taken from the client, even if allowlisted:
+//! a client cannot spoof who it is. Hop-by-hop headers and any header named by `Connection`
+//! are never forwarded. `Host` is the upstream's own (set by the client connector).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use tower::{Layer, Service};
+
+use crate::auth::Principal;
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::route::{Protocol, Route};
+use crate::telemetry::record::RequestRecord;
+
+pub static SESSION_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id");
+pub static USER_ID_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-user-id");
+pub static MCP_SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers every route forwards (besides the allowlist and what the edge sets).
+const STANDARD: [&str; 11] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "accept",
+    "user-agent",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "x-amzn-bedrock-agentcore-runtime-session-id",
+];
+
+/// W3C baggage limits: more entries or bytes are dropped (never an error).
+const BAGGAGE_MAX_ENTRIES: usize = 180;
+const BAGGAGE_MAX_BYTES: usize = 8192;
+/// Baggage values: percent-encode everything outside `baggage-octet`.
+const BAGGAGE_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b',').add(b';').add(b'\\').add(b'%');
+
+/// One route's compiled header rules.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    /// Client headers copied upstream (lowercase names).
+    forward: HashSet<HeaderName>,
+    /// `userIdClaim`.
+    user_id_claim: Option<String>,
+    /// `claimsToHeaders`: header ← claim.
+    claim_headers: Vec<(HeaderName, String)>,
+    /// `claimsToBaggage`: baggage key ← claim.
+    claim_baggage: Vec<(String, String)>,
+    /// Whether `X-Forwarded-*` from the client are kept (appended to).
+    trust_forwarded: bool,
+}
+
+impl HeaderPolicy {
+    /// Compiles the rules; `allowlist` names are already validated header names.
+    pub fn new(
+        allowlist: &[String],
+        user_id_claim: Option<String>,
+        claims_to_headers: &[(String, String)],
+        claims_to_baggage: &[(String, String)],
+        trust_forwarded: bool,
+    ) -> Result<Self, String> {
+        let mut forward: HashSet<HeaderName> = STANDARD.iter().map(|h| HeaderName::from_static(h)).collect();
+        for name in allowlist {
+            forward.insert(HeaderName::try_from(name.as_str()).map_err(|_| format!("invalid header name {name:?}"))?);
+        }
+        let mut claim_headers = Vec::new();
+        for (name, claim) in claims_to_headers {
+            let name = HeaderName::try_from(name.as_str()).map_err(|_| format!("invalid header name {name:?}"))?;
+            forward.remove(&name);
+            claim_headers.push((name, claim.clone()));
+        }
+        if user_id_claim.is_some() {
+            forward.remove(&USER_ID_HEADER);
+        }
+        // The edge sets these itself.
+        for name in [&USER_ID_HEADER, &REQUEST_ID_HEADER, &TRACEPARENT, &TRACESTATE, &BAGGAGE] {
+            forward.remove(name);
+        }
+        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &header::HOST, &header::CONNECTION] {
+            forward.remove(name);
+        }
+        Ok(Self {
+            forward,
+            user_id_claim,
+            claim_headers,
+            claim_baggage: claims_to_baggage.to_vec(),
+            trust_forwarded,
+        })
+    }
+
+    fn forwards(&self, name: &HeaderName) -> bool {
+        self.forward.contains(name) || name.as_str().starts_with("mcp-param-")
+    }
+
+    /// The upstream's headers for this request.
+    pub fn upstream_headers(
+        &self,
+        client: &HeaderMap,
+        protocol: Protocol,
+        principal: Option<&Principal>,
+        record: &RequestRecord,
+    ) -> Result<HeaderMap, ProxyError> {
+        let mut out = HeaderMap::with_capacity(client.len() + 8);
+        let named_by_connection = connection_tokens(client);
+        for (name, value) in client {
+            if self.forwards(name) && !named_by_connection.contains(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+
+        // Session id (HTTP routes): validated or generated, then sent and recorded.
+        let session = match protocol {
+            Protocol::Http => {
+                let id = session_id(client)?;
+                if let Ok(value) = HeaderValue::from_str(&id) {
+                    out.insert(SESSION_HEADER.clone(), value);
+                }
+                Some(id)
+            }
+            Protocol::Mcp => client
+                .get(&MCP_SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        if let Some(id) = &session {
+            record.set_session_id(id.clone());
+        }
+
+        if let Ok(value) = HeaderValue::from_str(&record.request_id) {
+            out.insert(REQUEST_ID_HEADER.clone(), value);
+        }
+        self.forwarded_headers(client, record, &mut out);
+
+        if let Ok(value) = HeaderValue::from_str(&record.trace.upstream_traceparent()) {
+            out.insert(TRACEPARENT.clone(), value);
+        }
+        if let Some(state) = &record.trace.tracestate {
+            out.insert(TRACESTATE.clone(), state.clone());
+        }
+        let baggage = self.baggage(client, session.as_deref(), principal);
+        if let Ok(value) = HeaderValue::from_str(&baggage)
+            && !baggage.is_empty() {
+                out.insert(BAGGAGE.clone(), value);
+            }
+
+        if let Some(principal) = principal {
+            if let Some(claim) = &self.user_id_claim
+                && let Some(value) = principal.claims.render(claim).and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    out.insert(USER_ID_HEADER.clone(), value);
+                }
+            for (name, claim) in &self.claim_headers {
+                if let Some(value) = principal.claims.render(claim).and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    out.insert(name.clone(), value);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn forwarded_headers(&self, client: &HeaderMap, record: &RequestRecord, out: &mut HeaderMap) {
+        let ip = record.conn.remote.ip().to_string();
+        let xff = match client.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) if self.trust_forwarded => format!("{previous}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&xff) {
+            out.insert(X_FORWARDED_FOR.clone(), value);
+        }
+        let proto = match client.get(&X_FORWARDED_PROTO) {
+            Some(previous) if self.trust_forwarded => previous.clone(),
+            _ => HeaderValue::from_static(if record.conn.tls { "https" } else { "http" }),
+        };
+        out.insert(X_FORWARDED_PROTO.clone(), proto);
+        let host = match client.get(&X_FORWARDED_HOST) {
+            Some(previous) if self.trust_forwarded => Some(previous.clone()),
+            _ => client.get(header::HOST).cloned(),
+        };
+        if let Some(host) = host {
+            out.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    }
+
+    /// The edge's entries first (`session.id`, `claimsToBaggage`), then the client's entries
+    /// for other keys, within the W3C limits.
+    fn baggage(&self, client: &HeaderMap, session: Option<&str>, principal: Option<&Principal>) -> String {
+        let mut ours: Vec<(&str, String)> = Vec::new();
+        if let Some(session) = session {
+            ours.push(("session.id", session.to_owned()));
+        }
+        if let Some(principal) = principal {
+            for (key, claim) in &self.claim_baggage {
+                if let Some(value) = principal.claims.render(claim) {
+                    ours.push((key, value));
+                }
+            }
+        }
+        let mut out = String::new();
+        let mut entries = 0;
+        for (key, value) in &ours {
+            let member = format!("{key}={}", utf8_percent_encode(value, BAGGAGE_VALUE));
+            push_member(&mut out, &mut entries, &member);
+        }
+        for value in client.get_all(&BAGGAGE) {
+            let Ok(text) = value.to_str() else { continue };
+            for member in text.split(',') {
+                let member = member.trim();
+                let Some((key, _)) = member.split_once('=') else { continue };
+                let key = key.trim();
+                if key.is_empty() || !key.bytes().all(is_token_char) || ours.iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
+                push_member(&mut out, &mut entries, member);
+            }
+        }
+        out
+    }
+}
+
+fn push_member(out: &mut String, entries: &mut usize, member: &str) {
+    let extra = member.len() + usize::from(!out.is_empty());
+    if *entries >= BAGGAGE_MAX_ENTRIES || out.len() + extra > BAGGAGE_MAX_BYTES {
+        return;
+    }
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(member);
+    *entries += 1;
+}
+
+/// RFC 7230 `tchar`.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Header names listed in `Connection` (hop-by-hop by declaration).
+fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .collect()
+}
+
+/// The runtime session id: the client's, if valid, else a new one.
+pub fn session_id(headers: &HeaderMap) -> Result<String, ProxyError> {
+    let mut values = headers.get_all(&SESSION_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(crate::telemetry::trace::uuid_v4());
+    };
+    if values.next().is_some() {
+        return Err(ProxyError::BadRequest("More than one session id header.".into()));
+    }
+    let id = value.as_bytes();
+    let valid = (33..=256).contains(&id.len())
+        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if !valid {
+        return Err(ProxyError::BadRequest(
+            "Invalid session id: X-Amzn-Bedrock-AgentCore-Runtime-Session-Id must be 33 to 256 characters of [A-Za-z0-9._:-]."
+                .into(),
+        ));
+    }
+    // Checked ASCII above.
+    Ok(String::from_utf8_lossy(id).into_owned())
+}
+
+/// Rewrites the request's headers for the upstream.
+#[derive(Clone, Debug, Default)]
+pub struct EnrichLayer;
+
+impl<S> Layer<S> for EnrichLayer {
+    type Service = Enrich<S>;
+    fn layer(&self, inner: S) -> Enrich<S> {
+        Enrich { inner }
+    }
+}
+
+/// See [`EnrichLayer`].
+#[derive(Clone, Debug)]
+pub struct Enrich<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Enrich<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let extensions = request.extensions();
+        let (Some(route), Some(record)) =
+            (extensions.get::<Arc<Route>>().cloned(), extensions.get::<Arc<RequestRecord>>().cloned())
+        else {
+            return Box::pin(async { Err(ProxyError::NoRoute) });
+        };
+        let headers = route.headers.upstream_headers(
+            request.headers(),
+            route.protocol,
+            request.extensions().get::<Principal>(),
+            &record,
+        );
+        match headers {
+            Ok(headers) => {
+                *request.headers_mut() = headers;
+                Box::pin(self.inner.call(request))
+            }
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn session_id_rules() {
+        let generated = session_id(&HeaderMap::new()).unwrap();
+        assert_eq!(generated.len(), 36);
+        let ok = "a".repeat(33);
+        assert_eq!(session_id(&headers(&[("x-amzn-bedrock-agentcore-runtime-session-id", &ok)])).unwrap(), ok);
+        let ok = format!("user:42.{}-_", "x".repeat(246));
+        assert_eq!(ok.len(), 256);
+        assert!(session_id(&headers(&[("x-amzn-bedrock-agentcore-runtime-session-id", &ok)])).is_ok());
+        for bad in ["a".repeat(32), "a".repeat(257), format!("{}/", "a".repeat(40)), format!("{} x", "a".repeat(40))] {
+            let err = session_id(&headers(&[("x-amzn-bedrock-agentcore-runtime-session-id", &bad)])).unwrap_err();
+            assert!(matches!(err, ProxyError::BadRequest(_)), "{bad}");
+        }
+        let two = headers(&[
+            ("x-amzn-bedrock-agentcore-runtime-session-id", &"a".repeat(40)),
+            ("x-amzn-bedrock-agentcore-runtime-session-id", &"b".repeat(40)),
+        ]);
+        assert!(session_id(&two).is_err());
+    }
+
+    #[test]
+    fn connection_named_headers() {
+        let h = headers(&[("connection", "keep-alive, X-Custom"), ("x-custom", "1")]);
+        let tokens = connection_tokens(&h);
+        assert!(tokens.contains(&HeaderName::from_static("x-custom")));
+    }
+
+    #[test]
+    fn baggage_members_and_limits() {
+        let policy = HeaderPolicy::new(&[], None, &[], &[], false).unwrap();
+        let client = headers(&[("baggage", "a=1, session.id=spoofed;p=1, bad key=2, =3, b=2")]);
+        let out = policy.baggage(&client, Some("sess 1"), None);
+        assert_eq!(out, "session.id=sess%201,a=1,b=2");
+
+        let many: Vec<String> = (0..300).map(|i| format!("k{i}=v")).collect();
+        let client = headers(&[("baggage", &many.join(","))]);
+        let out = policy.baggage(&client, Some("s"), None);
+        assert_eq!(out.split(',').count(), BAGGAGE_MAX_ENTRIES);
+        assert!(out.starts_with("session.id=s,"));
+
+        let big = format!("big={}", "x".repeat(9000));
+        let client = headers(&[("baggage", &format!("{big},small=1"))]);
+        assert_eq!(policy.baggage(&client, Some("s"), None), "session.id=s,small=1");
+    }
+
+    #[test]
+    fn identity_headers_are_not_forwardable() {
+        let policy = HeaderPolicy::new(
+            &["X-Gatehouse-Sub".into(), "X-Amzn-Bedrock-AgentCore-Runtime-User-Id".into(), "Authorization".into()],
+            Some("sub".into()),
+            &[("X-Gatehouse-Sub".into(), "sub".into())],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert!(!policy.forwards(&HeaderName::from_static("x-gatehouse-sub")));
+        assert!(!policy.forwards(&USER_ID_HEADER));
+        assert!(policy.forwards(&header::AUTHORIZATION));
+        assert!(policy.forwards(&HeaderName::from_static("mcp-param-region")));
+        assert!(!policy.forwards(&header::COOKIE));
+        assert!(!policy.forwards(&header::HOST));
+        let without = HeaderPolicy::new(&[], None, &[], &[], false).unwrap();
+        assert!(!without.forwards(&header::AUTHORIZATION));
+    }
+}

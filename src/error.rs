@@ -1,0 +1,285 @@
+//! The one place where a failed request becomes an HTTP response (SPEC §7).
+//!
+//! Every phase has its own small error; they meet here in [`ProxyError`], and
+//! [`ProxyError::into_response`] is the only function that maps them to a status, an
+//! `x-amzn-ErrorType`, a JSON `{"message": ...}` body and, for authentication failures, the
+//! RFC 6750 / RFC 9728 `WWW-Authenticate` challenge. The conversion has no side effects; the
+//! record layer calls it and then records the outcome.
+//!
+//! Messages are written for the caller and never contain the token. Quoted challenge values
+//! never contain `"` (they are built from configuration checked at load time and from fixed
+//! strings), because the MCP SDKs parse them with unanchored regular expressions.
+//!
+//! ```
+//! use gatehouse::error::ProxyError;
+//! let response = ProxyError::NoRoute.into_response();
+//! assert_eq!(response.status(), 404);
+//! assert_eq!(response.headers()["x-amzn-ErrorType"], "ResourceNotFoundException");
+//! ```
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+use crate::auth::AuthError;
+use crate::auth::policy::Denial;
+use crate::body::ProxyBody;
+use crate::forward::UpstreamError;
+use crate::telemetry::metrics::AuthOutcome;
+
+pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+
+/// Seconds a client should wait before retrying while the issuer's keys are unavailable.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// What a `WWW-Authenticate` challenge for one route says.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    /// Absolute URL of the protected resource metadata (RFC 9728).
+    pub resource_metadata: String,
+    /// The advertised scopes, space-separated, when the route requires scopes.
+    pub scope: Option<Arc<str>>,
+}
+
+/// Every way the edge itself can answer a request with an error.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No route for the path.
+    NoRoute,
+    /// The token was missing, invalid or not allowed, or keys were unavailable.
+    Auth { error: AuthError, challenge: Box<Challenge> },
+    /// A browser `Origin` that the route's CORS policy does not allow.
+    OriginNotAllowed,
+    /// A method the edge's own endpoints (metadata) do not serve.
+    MethodNotAllowed,
+    /// A request the edge refuses to forward (bad session id, malformed header, ...).
+    BadRequest(Cow<'static, str>),
+    HeadersTooLarge { limit: u64 },
+    BodyTooLarge { limit: u64 },
+    Upstream(UpstreamError),
+}
+
+impl ProxyError {
+    /// The authentication outcome this error represents, for spans, metrics and logs.
+    pub fn auth_outcome(&self) -> Option<AuthOutcome> {
+        match self {
+            Self::Auth { error, .. } => Some(error.outcome()),
+            _ => None,
+        }
+    }
+
+    /// Short, stable reason for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::Auth { error, .. } => error.outcome().as_str(),
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BadRequest(_) => "bad_request",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
+            Self::Upstream(_) => "upstream_unreachable",
+        }
+    }
+
+    /// The response: status, `x-amzn-ErrorType`, JSON body, and challenge headers.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (status, kind, message, challenge): (StatusCode, &str, Cow<'static, str>, Option<String>) = match self {
+            Self::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                "No agent is configured at this path.".into(),
+                None,
+            ),
+            Self::Auth { error, challenge } => return auth_response(error, &challenge),
+            Self::OriginNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                "Origin not allowed.".into(),
+                None,
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "ValidationException",
+                "Only GET is served here.".into(),
+                None,
+            ),
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "ValidationException", message, None),
+            Self::HeadersTooLarge { limit } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "ValidationException",
+                format!("Request headers exceed the limit of {limit} bytes.").into(),
+                None,
+            ),
+            Self::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationException",
+                format!("Request body exceeds the limit of {limit} bytes.").into(),
+                None,
+            ),
+            Self::Upstream(UpstreamError::Timeout(after)) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "GatewayTimeoutException",
+                format!("The agent did not answer within {}s.", after.as_secs()).into(),
+                None,
+            ),
+            Self::Upstream(UpstreamError::Unreachable(_)) => (
+                StatusCode::BAD_GATEWAY,
+                "BadGatewayException",
+                "The agent could not be reached.".into(),
+                None,
+            ),
+        };
+        json_error(status, kind, &message, challenge)
+    }
+}
+
+fn auth_response(error: AuthError, challenge: &Challenge) -> Response<ProxyBody> {
+    let metadata = &challenge.resource_metadata;
+    let scope = challenge.scope.as_deref();
+    match error {
+        AuthError::Missing => {
+            // RFC 6750 §3.1: no error code when the request had no credentials.
+            let header = match scope {
+                Some(scope) => format!(r#"Bearer resource_metadata="{metadata}", scope="{scope}""#),
+                None => format!(r#"Bearer resource_metadata="{metadata}""#),
+            };
+            json_error(StatusCode::UNAUTHORIZED, "UnauthorizedException", "Missing Authentication Token", Some(header))
+        }
+        AuthError::Invalid(reason) => invalid_token(&reason, metadata),
+        AuthError::Expired => invalid_token("The token has expired.", metadata),
+        AuthError::Denied(Denial::Audience) => invalid_token(&Denial::Audience.message(), metadata),
+        AuthError::Denied(Denial::Scope) => {
+            let scope = scope.unwrap_or("");
+            let header = format!(
+                r#"Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{metadata}""#
+            );
+            json_error(StatusCode::FORBIDDEN, "AccessDeniedException", &Denial::Scope.message(), Some(header))
+        }
+        AuthError::Denied(denial) => json_error(StatusCode::FORBIDDEN, "AccessDeniedException", &denial.message(), None),
+        AuthError::Unavailable => {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+                "The identity provider's keys are unavailable; retry shortly.",
+                None,
+            );
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response
+        }
+    }
+}
+
+fn invalid_token(reason: &str, metadata: &str) -> Response<ProxyBody> {
+    let description = quotable(reason);
+    let header = format!(
+        r#"Bearer error="invalid_token", error_description="{description}", resource_metadata="{metadata}""#
+    );
+    json_error(StatusCode::UNAUTHORIZED, "UnauthorizedException", reason, Some(header))
+}
+
+/// A value safe inside a quoted-string: printable ASCII without `"` and `\`.
+fn quotable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '\'' })
+        .collect()
+}
+
+fn json_error(status: StatusCode, kind: &str, message: &str, challenge: Option<String>) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(kind) {
+        headers.insert(X_AMZN_ERROR_TYPE.clone(), value);
+    }
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn challenge(scope: Option<&str>) -> Box<Challenge> {
+        Box::new(Challenge {
+            resource_metadata: "https://edge/.well-known/oauth-protected-resource/mcp".into(),
+            scope: scope.map(Arc::from),
+        })
+    }
+
+    async fn parts(error: ProxyError) -> (u16, String, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status().as_u16();
+        let kind = response.headers()[&X_AMZN_ERROR_TYPE].to_str().unwrap().to_owned();
+        let www = response.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, kind, www, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn missing_token_has_no_error_code() {
+        let (status, kind, www, _) = parts(ProxyError::Auth { error: AuthError::Missing, challenge: challenge(Some("invoke read")) }).await;
+        assert_eq!((status, kind.as_str()), (401, "UnauthorizedException"));
+        assert_eq!(
+            www.unwrap(),
+            r#"Bearer resource_metadata="https://edge/.well-known/oauth-protected-resource/mcp", scope="invoke read""#
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_token_challenge() {
+        let error = AuthError::Invalid("token \"signature\" is invalid".into());
+        let (status, _, www, body) = parts(ProxyError::Auth { error, challenge: challenge(None) }).await;
+        assert_eq!(status, 401);
+        let www = www.unwrap();
+        assert!(www.starts_with(r#"Bearer error="invalid_token", error_description="token 'signature' is invalid""#), "{www}");
+        assert_eq!(body["message"], "token \"signature\" is invalid");
+    }
+
+    #[tokio::test]
+    async fn forbidden_and_insufficient_scope() {
+        let (status, kind, www, body) =
+            parts(ProxyError::Auth { error: AuthError::Denied(Denial::Client), challenge: challenge(None) }).await;
+        assert_eq!((status, kind.as_str(), www), (403, "AccessDeniedException", None));
+        assert_eq!(body["message"], "Claim 'client_id' value mismatch with configuration.");
+
+        let (status, _, www, _) =
+            parts(ProxyError::Auth { error: AuthError::Denied(Denial::Scope), challenge: challenge(Some("invoke")) }).await;
+        assert_eq!(status, 403);
+        assert!(www.unwrap().starts_with(r#"Bearer error="insufficient_scope", scope="invoke", resource_metadata=""#));
+
+        let (status, _, www, _) =
+            parts(ProxyError::Auth { error: AuthError::Denied(Denial::Audience), challenge: challenge(None) }).await;
+        assert_eq!(status, 401);
+        assert!(www.unwrap().contains("invalid_token"));
+    }
+
+    #[tokio::test]
+    async fn unavailable_has_retry_after() {
+        let response = ProxyError::Auth { error: AuthError::Unavailable, challenge: challenge(None) }.into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
+    async fn other_rows() {
+        assert_eq!(parts(ProxyError::BadRequest("bad session".into())).await.1, "ValidationException");
+        assert_eq!(parts(ProxyError::HeadersTooLarge { limit: 10 }).await.0, 431);
+        assert_eq!(parts(ProxyError::BodyTooLarge { limit: 10 }).await.0, 413);
+        assert_eq!(parts(ProxyError::OriginNotAllowed).await.0, 403);
+        let (status, kind, _, _) = parts(ProxyError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(3)))).await;
+        assert_eq!((status, kind.as_str()), (504, "GatewayTimeoutException"));
+        let (status, kind, _, _) = parts(ProxyError::Upstream(UpstreamError::Unreachable("refused".into()))).await;
+        assert_eq!((status, kind.as_str()), (502, "BadGatewayException"));
+    }
+}

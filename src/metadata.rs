@@ -1,0 +1,129 @@
+//! OAuth 2.0 Protected Resource Metadata (RFC 9728, SPEC §8), served without a token.
+//!
+//! For a route whose resource is `R = publicUrl + path`, the document says `resource: R`
+//! exactly (MCP clients compare it with the URL they called), `authorization_servers:
+//! [issuer]` (the discovery document's `issuer`), `scopes_supported` (the route's scopes after
+//! `advertisedScopeMapping`), `bearer_methods_supported: ["header"]` and `resource_name`.
+//! Without `publicUrl`, the base URL is derived from the request (`Host`, TLS, or
+//! `X-Forwarded-*` when trusted); set `publicUrl` in production.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response};
+use tower::{Layer, Service};
+
+use crate::auth::AuthError;
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::route::{Route, Target};
+use crate::telemetry::record::RequestRecord;
+
+/// The scheme and authority clients use to reach the edge, without trailing slash.
+pub fn base_url(record: &RequestRecord, headers: &HeaderMap) -> String {
+    if let Some(url) = &record.settings.public_url {
+        return url.clone();
+    }
+    let trusted = record.settings.trust_forwarded_headers;
+    let forwarded = |name: &str| {
+        trusted
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if record.conn.tls => "https",
+        _ => "http",
+    };
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)))
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// The route path a client used to reach `route` with `request_path` (for challenges).
+pub fn resource_path(route: &Route, request_path: &str) -> String {
+    if route.prefix { route.path.clone() } else { request_path.to_owned() }
+}
+
+/// Answers metadata requests; everything else goes on.
+#[derive(Clone, Debug, Default)]
+pub struct MetadataLayer;
+
+impl<S> Layer<S> for MetadataLayer {
+    type Service = Metadata<S>;
+    fn layer(&self, inner: S) -> Metadata<S> {
+        Metadata { inner }
+    }
+}
+
+/// See [`MetadataLayer`].
+#[derive(Clone, Debug)]
+pub struct Metadata<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Metadata<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Some(Target::Metadata { resource_path }) = request.extensions().get::<Target>().cloned() else {
+            return Box::pin(self.inner.call(request));
+        };
+        let route = request.extensions().get::<Arc<Route>>().cloned();
+        let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
+        let base = record.as_ref().map(|r| base_url(r, request.headers()));
+        let method = request.method().clone();
+        Box::pin(async move {
+            let (Some(route), Some(base)) = (route, base) else {
+                return Err(ProxyError::NoRoute);
+            };
+            if method != Method::GET && method != Method::HEAD {
+                return Err(ProxyError::MethodNotAllowed);
+            }
+            document(&route, &base, &resource_path).await
+        })
+    }
+}
+
+async fn document(route: &Route, base: &str, resource_path: &str) -> Result<Response<ProxyBody>, ProxyError> {
+    let Some(auth) = &route.auth else {
+        return Err(ProxyError::NoRoute);
+    };
+    let Some(keys) = auth.issuer.keys_for_request().await else {
+        let challenge = crate::auth::challenge(route, base, resource_path);
+        return Err(ProxyError::Auth { error: AuthError::Unavailable, challenge: Box::new(challenge) });
+    };
+    let mut doc = serde_json::json!({
+        "resource": format!("{base}{resource_path}"),
+        "authorization_servers": [&*keys.issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": &*route.name,
+    });
+    if !auth.advertised_scopes.is_empty() {
+        doc["scopes_supported"] = serde_json::json!(auth.advertised_scopes);
+    }
+    let mut response = Response::new(ProxyBody::full(Bytes::from(doc.to_string())));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    Ok(response)
+}

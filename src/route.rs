@@ -1,0 +1,192 @@
+//! The route phase: request path → the agent it is for ([`Route`]), or its OAuth protected
+//! resource metadata.
+//!
+//! Matching (SPEC §4.1): `/runtimes/{name-or-escaped-arn}/invocations` exactly (the id is
+//! percent-decoded, so `arn%3Aaws%3A...` and `arn:aws:...` both match); explicit `path`s
+//! exactly or as a prefix on a segment boundary, longest first. The RFC 9728 metadata URLs are
+//! resolved here too — `/.well-known/oauth-protected-resource{path}`, AgentCore's
+//! `{path}/.well-known/oauth-protected-resource` and the root form when one route is the
+//! default resource — so the next phases know a metadata request needs no token.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use percent_encoding::percent_decode_str;
+use tower::{Layer, Service};
+
+use crate::auth::Authorizer;
+use crate::body::ProxyBody;
+use crate::cors::CorsPolicy;
+use crate::enrich::HeaderPolicy;
+use crate::error::ProxyError;
+use crate::forward::Upstream;
+use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::record::RequestRecord;
+
+/// The well-known suffix of RFC 9728.
+pub const PRM_SUFFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// AgentCore `serverProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Mcp,
+}
+
+/// One agent behind the edge, compiled from its configuration.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub protocol: Protocol,
+    /// The route's path template (`/runtimes/{name}/invocations` or the configured `path`).
+    pub path: String,
+    /// Explicit `path`s match as prefixes; the invocation form matches exactly.
+    pub prefix: bool,
+    pub arn: Option<String>,
+    /// `None` for `authorizerType: NONE`.
+    pub auth: Option<Authorizer>,
+    pub headers: HeaderPolicy,
+    pub upstream: Upstream,
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub metrics: RouteMetrics,
+    /// SSE comment keep-alive interval toward the client.
+    pub keep_alive: Option<Duration>,
+}
+
+/// What the request asks of the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Invoke the agent (everything but metadata).
+    Invoke,
+    /// Its protected resource metadata; `resource_path` is the route path the client used.
+    Metadata { resource_path: String },
+}
+
+/// The routes of one configuration, indexed for lookup.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub routes: Vec<Arc<Route>>,
+    /// Names and ARNs, for `/runtimes/{id}/invocations`.
+    by_id: HashMap<String, Arc<Route>>,
+    /// Explicit paths, longest first.
+    explicit: Vec<Arc<Route>>,
+    /// Served at the root metadata URL.
+    default_resource: Option<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Indexes `routes`; `default_resource` names the route for the root metadata URL.
+    pub fn new(routes: Vec<Arc<Route>>, default_resource: Option<Arc<Route>>) -> Self {
+        let mut by_id = HashMap::new();
+        let mut explicit = Vec::new();
+        for route in &routes {
+            if route.prefix {
+                explicit.push(route.clone());
+            } else {
+                by_id.insert(route.name.to_string(), route.clone());
+            }
+            if let Some(arn) = &route.arn {
+                by_id.insert(arn.clone(), route.clone());
+            }
+        }
+        explicit.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        Self { routes, by_id, explicit, default_resource }
+    }
+
+    /// The route for a request path, and whether it asks for metadata.
+    pub fn resolve(&self, path: &str) -> Option<(Arc<Route>, Target)> {
+        if let Some(rest) = path.strip_prefix(PRM_SUFFIX) {
+            if rest.is_empty() || rest == "/" {
+                let route = self.default_resource.clone()?;
+                let resource_path = route.path.clone();
+                return Some((route, Target::Metadata { resource_path }));
+            }
+            return self.metadata_for(rest);
+        }
+        if let Some(resource) = path.strip_suffix(PRM_SUFFIX) {
+            return self.metadata_for(resource);
+        }
+        self.invocation(path).map(|route| (route, Target::Invoke))
+    }
+
+    fn metadata_for(&self, resource_path: &str) -> Option<(Arc<Route>, Target)> {
+        let route = self.invocation(resource_path)?;
+        // Metadata exists for a route's own path (or its ARN form), not for every path
+        // under a prefix route.
+        if route.prefix && route.path != resource_path {
+            return None;
+        }
+        route.auth.as_ref()?;
+        Some((route, Target::Metadata { resource_path: resource_path.to_owned() }))
+    }
+
+    fn invocation(&self, path: &str) -> Option<Arc<Route>> {
+        if let Some(id) = path
+            .strip_prefix("/runtimes/")
+            .and_then(|rest| rest.strip_suffix("/invocations"))
+            .filter(|id| !id.contains('/'))
+        {
+            let decoded = percent_decode_str(id).decode_utf8().ok()?;
+            if let Some(route) = self.by_id.get(decoded.as_ref()) {
+                return Some(route.clone());
+            }
+        }
+        self.explicit
+            .iter()
+            .find(|route| {
+                path.strip_prefix(route.path.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/'))
+            })
+            .cloned()
+    }
+}
+
+/// Resolves the route before anything else: every later phase is per route.
+#[derive(Clone, Debug, Default)]
+pub struct RouteLayer;
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+    fn layer(&self, inner: S) -> RouteService<S> {
+        RouteService { inner }
+    }
+}
+
+/// See [`RouteLayer`]. Puts `Arc<Route>` and [`Target`] in the request extensions.
+#[derive(Clone, Debug)]
+pub struct RouteService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RouteService<S>
+where
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let Some(record) = request.extensions().get::<Arc<RequestRecord>>().cloned() else {
+            return Box::pin(async { Err(ProxyError::NoRoute) });
+        };
+        let Some((route, target)) = record.settings.routes.resolve(request.uri().path()) else {
+            return Box::pin(async { Err(ProxyError::NoRoute) });
+        };
+        record.set_route(route.clone());
+        request.extensions_mut().insert(route);
+        request.extensions_mut().insert(target);
+        Box::pin(self.inner.call(request))
+    }
+}

@@ -1,0 +1,375 @@
+//! The runtime configuration: the validated file compiled into what the request path uses —
+//! URLs parsed, header names built, policies compiled, issuers and connection pools shared.
+//!
+//! Two parts. [`Startup`] is read once (listeners, TLS, admin, grace period): changing it needs
+//! a restart. [`Settings`] is everything per request; a reload compiles a new one and swaps the
+//! `Arc` (see [`crate::app::App::reload`]), and a request keeps the `Arc` it started with.
+//! Defaults live here, once (the same values are documented in docs/configuration.md).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use jsonwebtoken::Algorithm;
+
+use crate::auth::Authorizer;
+use crate::auth::jwks::{Issuer, IssuerConfig};
+use crate::auth::policy::{ClaimRule, Policy};
+use crate::config::file::{CorsFile, CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, RouteFile};
+use crate::cors::CorsPolicy;
+use crate::enrich::HeaderPolicy;
+use crate::forward::{Upstream, UpstreamClients};
+use crate::route::{Protocol, Route, RouteTable};
+use crate::telemetry::metrics::Metrics;
+
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 100_000_000;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_KEY_STALENESS: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 100_000;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// What is read once at startup.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub listeners: Vec<SocketAddr>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub admin: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub watch_config: bool,
+    pub token_cache_entries: u64,
+}
+
+/// Request limits (SPEC §3 `limits`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_header_bytes: u64,
+    pub max_request_body_bytes: u64,
+    pub request_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: u32,
+}
+
+/// Everything a request needs, swapped as one on reload.
+#[derive(Debug)]
+pub struct Settings {
+    pub routes: RouteTable,
+    pub public_url: Option<String>,
+    pub limits: Limits,
+    pub trust_forwarded_headers: bool,
+    pub server_timing: bool,
+    pub access_log: bool,
+}
+
+/// The long-lived pieces a compiled configuration points into, kept across reloads.
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub fetcher: crate::auth::jwks::Fetcher,
+    pub clients: UpstreamClients,
+    issuers: std::sync::Mutex<HashMap<String, std::sync::Weak<Issuer>>>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            fetcher: crate::auth::jwks::Fetcher::new(),
+            clients: UpstreamClients::default(),
+            issuers: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The issuer for a discovery URL: the running one (with its cached keys), reconfigured,
+    /// or a new one that starts fetching.
+    fn issuer(&self, url: &Uri, config: IssuerConfig) -> Arc<Issuer> {
+        let key = url.to_string();
+        let Ok(mut issuers) = self.issuers.lock() else {
+            return Issuer::start(url.clone(), config, self.fetcher.clone(), self.metrics.clone());
+        };
+        if let Some(existing) = issuers.get(&key).and_then(std::sync::Weak::upgrade) {
+            existing.set_config(config);
+            return existing;
+        }
+        let issuer = Issuer::start(url.clone(), config, self.fetcher.clone(), self.metrics.clone());
+        issuers.insert(key, Arc::downgrade(&issuer));
+        issuers.retain(|_, weak| weak.strong_count() > 0);
+        issuer
+    }
+}
+
+/// Compiles a validated file. Errors here are the few the validator cannot see (a listener
+/// name that does not resolve, a TLS file that vanished) and are phrased for the operator.
+pub fn compile(file: &FileConfig, base_dir: &Path, shared: &Shared) -> Result<(Startup, Settings), String> {
+    let limits_file = file.limits.clone().unwrap_or_default();
+    let limits = Limits {
+        max_request_header_bytes: limits_file.max_request_header_bytes.map_or(DEFAULT_MAX_HEADER_BYTES, |s| s.0),
+        max_request_body_bytes: limits_file.max_request_body_bytes.map_or(DEFAULT_MAX_BODY_BYTES, |s| s.0),
+        request_timeout: limits_file.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0),
+        stream_idle_timeout: limits_file.stream_idle_timeout.map_or(DEFAULT_STREAM_IDLE_TIMEOUT, |d| d.0),
+        header_read_timeout: limits_file.header_read_timeout.map_or(DEFAULT_HEADER_READ_TIMEOUT, |d| d.0),
+        max_connections: limits_file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+    };
+    let top_jwt = file.jwt.clone().unwrap_or_default();
+    let startup = Startup {
+        listeners: file.listen.0.iter().map(|l| socket_addr(l)).collect::<Result<_, _>>()?,
+        tls: file.tls.as_ref().map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
+        admin: file.admin.as_ref().map(|a| socket_addr(&a.listen)).transpose()?,
+        shutdown_grace: file.shutdown_grace_period.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+        watch_config: file.watch_config.unwrap_or(false),
+        token_cache_entries: top_jwt
+            .verified_token_cache
+            .as_ref()
+            .map_or(DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries),
+    };
+    let trust_forwarded = file.trust_forwarded_headers.unwrap_or(false);
+
+    // Routes sharing an issuer share its keys: its timing is the strictest they ask for.
+    let mut issuer_configs: HashMap<String, (Uri, IssuerConfig)> = HashMap::new();
+    for route in &file.routes {
+        if let Some(authorizer) = jwt_authorizer(route) {
+            let url: Uri = authorizer
+                .discovery_url
+                .parse()
+                .map_err(|_| format!("route {}: discoveryUrl is not a URL", route.name))?;
+            let config = issuer_config(&top_jwt, route.jwt.as_ref());
+            issuer_configs
+                .entry(url.to_string())
+                .and_modify(|(_, c)| *c = c.strictest(config))
+                .or_insert((url, config));
+        }
+    }
+    let issuers: HashMap<String, Arc<Issuer>> = issuer_configs
+        .into_iter()
+        .map(|(key, (url, config))| (key, shared.issuer(&url, config)))
+        .collect();
+
+    let mut routes = Vec::new();
+    let mut default_resource = None;
+    for route_file in &file.routes {
+        let route = Arc::new(compile_route(route_file, file, &top_jwt, &limits, trust_forwarded, &issuers, shared)?);
+        if route_file.default_resource == Some(true) {
+            default_resource = Some(route.clone());
+        }
+        routes.push(route);
+    }
+    if default_resource.is_none() {
+        let mut protected = routes.iter().filter(|r| r.auth.is_some());
+        if let (Some(only), None) = (protected.next(), protected.next()) {
+            default_resource = Some(only.clone());
+        }
+    }
+    let telemetry = file.telemetry.clone().unwrap_or_default();
+    let settings = Settings {
+        routes: RouteTable::new(routes, default_resource),
+        public_url: file.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+        limits,
+        trust_forwarded_headers: trust_forwarded,
+        server_timing: telemetry.server_timing.unwrap_or(false),
+        access_log: telemetry.access_log.as_deref() != Some("off"),
+    };
+    Ok((startup, settings))
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot use listen address {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen address {text:?} resolves to nothing"))
+}
+
+fn jwt_authorizer(route: &RouteFile) -> Option<&CustomJwtAuthorizer> {
+    if route.authorizer_type.as_deref() == Some("NONE") {
+        return None;
+    }
+    route.authorizer_configuration.as_ref().map(|c| &c.custom_jwt_authorizer)
+}
+
+fn issuer_config(top: &JwtFile, route: Option<&JwtFile>) -> IssuerConfig {
+    let pick = |f: fn(&JwtFile) -> Option<Duration>, default: Duration| {
+        route.and_then(f).or_else(|| f(top)).unwrap_or(default)
+    };
+    IssuerConfig {
+        refresh_interval: pick(|j| j.jwks_refresh_interval.map(|d| d.0), DEFAULT_JWKS_REFRESH),
+        min_refetch_interval: pick(|j| j.jwks_min_refetch_interval.map(|d| d.0), DEFAULT_JWKS_MIN_REFETCH),
+        max_staleness: pick(|j| j.max_key_staleness.map(|d| d.0), DEFAULT_MAX_KEY_STALENESS),
+        fetch_timeout: pick(|j| j.jwks_fetch_timeout.map(|d| d.0), DEFAULT_JWKS_FETCH_TIMEOUT),
+    }
+}
+
+fn algorithm(name: &str) -> Result<Algorithm, String> {
+    DEFAULT_ALGORITHMS
+        .iter()
+        .copied()
+        .find(|a| format!("{a:?}") == name)
+        .ok_or_else(|| format!("algorithm {name:?} is not accepted"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_route(
+    route: &RouteFile,
+    file: &FileConfig,
+    top_jwt: &JwtFile,
+    limits: &Limits,
+    trust_forwarded: bool,
+    issuers: &HashMap<String, Arc<Issuer>>,
+    shared: &Shared,
+) -> Result<Route, String> {
+    let name = route.name.as_str();
+    let protocol = match route.protocol.as_deref() {
+        Some("MCP") => Protocol::Mcp,
+        _ => Protocol::Http,
+    };
+    let (path, prefix) = match &route.path {
+        Some(path) => (path.clone(), true),
+        None => (format!("/runtimes/{name}/invocations"), false),
+    };
+
+    let auth = match jwt_authorizer(route) {
+        None => None,
+        Some(authorizer) => {
+            let url: Uri = authorizer.discovery_url.parse().map_err(|_| format!("route {name}: bad discoveryUrl"))?;
+            let issuer = issuers
+                .get(&url.to_string())
+                .cloned()
+                .ok_or_else(|| format!("route {name}: issuer not prepared"))?;
+            let route_jwt = route.jwt.as_ref();
+            let algorithms = match route_jwt.and_then(|j| j.algorithms.as_ref()).or(top_jwt.algorithms.as_ref()) {
+                Some(names) => names.iter().map(|n| algorithm(n)).collect::<Result<Vec<_>, _>>()?,
+                None => DEFAULT_ALGORITHMS.to_vec(),
+            };
+            let skew = route_jwt
+                .and_then(|j| j.clock_skew)
+                .or(top_jwt.clock_skew)
+                .map_or(DEFAULT_CLOCK_SKEW, |d| d.0);
+            let advertised: Vec<String> = authorizer
+                .allowed_scopes
+                .iter()
+                .flatten()
+                .map(|s| authorizer.advertised_scope_mapping.get(s).cloned().unwrap_or_else(|| s.clone()))
+                .collect();
+            Some(Authorizer {
+                issuer,
+                policy: Policy {
+                    allowed_clients: authorizer.allowed_clients.clone(),
+                    allowed_audience: authorizer.allowed_audience.clone(),
+                    allowed_scopes: authorizer.allowed_scopes.clone(),
+                    custom_claims: authorizer.custom_claims.iter().flatten().map(claim_rule).collect::<Result<_, _>>()?,
+                },
+                algorithms,
+                clock_skew_secs: i64::try_from(skew.as_secs()).unwrap_or(i64::MAX),
+                scope_challenge: (!advertised.is_empty()).then(|| Arc::from(advertised.join(" "))),
+                advertised_scopes: advertised,
+            })
+        }
+    };
+
+    let allowlist = route.request_header_allowlist.clone().unwrap_or_default();
+    let pairs = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+    };
+    let headers = HeaderPolicy::new(
+        &allowlist,
+        route.user_id_claim.clone(),
+        &pairs(&route.claims_to_headers),
+        &pairs(&route.claims_to_baggage),
+        trust_forwarded,
+    )
+    .map_err(|e| format!("route {name}: {e}"))?;
+
+    let upstream_file = route.upstream.clone().unwrap_or_default();
+    let url_text = match (&upstream_file.url, &upstream_file.urls, &upstream_file.agent_runtime_arn) {
+        (Some(url), None, None) => url.clone(),
+        (None, Some(_), None) => return Err(format!("route {name}: upstream.urls (several replicas) is not supported by this build yet")),
+        (None, None, Some(_)) => return Err(format!("route {name}: upstream.agentRuntimeArn is not supported by this build yet")),
+        _ => return Err(format!("route {name}: upstream needs exactly one of url, urls, agentRuntimeArn")),
+    };
+    let url: Uri = url_text.parse().map_err(|_| format!("route {name}: upstream url is not a URL"))?;
+    let default_path = match protocol {
+        Protocol::Http => "/invocations",
+        Protocol::Mcp => "/mcp",
+    };
+    let client = shared.clients.get(
+        upstream_file.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+        upstream_file.http2.unwrap_or(false),
+    );
+    let upstream = Upstream::new(
+        &url,
+        upstream_file.path.as_deref().unwrap_or(default_path),
+        client,
+        limits.request_timeout,
+        limits.stream_idle_timeout,
+        limits.max_request_body_bytes,
+    )
+    .map_err(|e| format!("route {name}: {e}"))?;
+
+    let cors = route.cors.as_ref().or(file.cors.as_ref()).map(|c| Arc::new(cors_policy(c, &allowlist)));
+    Ok(Route {
+        name: Arc::from(name),
+        protocol,
+        path,
+        prefix,
+        arn: route.arn.clone(),
+        auth,
+        headers,
+        upstream,
+        cors,
+        metrics: shared.metrics.route(name),
+        keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
+    })
+}
+
+fn cors_policy(cors: &CorsFile, allowlist: &[String]) -> CorsPolicy {
+    let mut extra = cors.allowed_headers.clone();
+    extra.extend(allowlist.iter().cloned());
+    CorsPolicy::new(&cors.allowed_origins, &extra, cors.max_age.map_or(DEFAULT_CORS_MAX_AGE, |d| d.0))
+}
+
+fn claim_rule(claim: &CustomClaim) -> Result<ClaimRule, String> {
+    let name = claim.inbound_token_claim_name.clone();
+    let value = &claim.authorizing_claim_match_value;
+    let single = || {
+        value
+            .claim_match_value
+            .match_value_string
+            .clone()
+            .ok_or_else(|| format!("custom claim {name}: matchValueString is required"))
+    };
+    match value.claim_match_operator.as_str() {
+        "EQUALS" => Ok(ClaimRule::Equals { value: single()?, claim: name }),
+        "CONTAINS" => Ok(ClaimRule::Contains { value: single()?, claim: name }),
+        "CONTAINS_ANY" => Ok(ClaimRule::ContainsAny {
+            values: value
+                .claim_match_value
+                .match_value_string_list
+                .clone()
+                .ok_or_else(|| format!("custom claim {name}: matchValueStringList is required"))?,
+            claim: name,
+        }),
+        other => Err(format!("custom claim {name}: unknown operator {other}")),
+    }
+}

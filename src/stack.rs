@@ -1,0 +1,57 @@
+//! The request stack, composed once, in order. Read it top to bottom to follow a request from
+//! the socket to the upstream; each layer says what it needs from the ones above it.
+//!
+//! ```text
+//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Enrich ─▶ Forward ─▶ agent
+//!         ◀─ (error → response, decorate, log at body end) ◀──────── streaming response ◀──
+//! ```
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::{Service, ServiceBuilder};
+
+use crate::app::App;
+use crate::auth::AuthLayer;
+use crate::body::BoxError;
+use crate::cors::CorsLayer;
+use crate::enrich::EnrichLayer;
+use crate::forward::Forward;
+use crate::limits::LimitsLayer;
+use crate::metadata::MetadataLayer;
+use crate::route::RouteLayer;
+use crate::telemetry::record::{RecordBody, RecordLayer};
+
+/// Builds the stack for request bodies of type `B` (hyper's `Incoming` in the server, any
+/// body in tests).
+pub fn build<B>(app: Arc<App>) -> impl Service<Request<B>, Response = Response<RecordBody>, Error = Infallible, Future: Send> + Clone + Send + 'static
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    ServiceBuilder::new()
+        // Outermost, so it sees every outcome: opens the request record (id, trace, the
+        // settings snapshot), turns errors from any layer below into their one response
+        // (error.rs), adds the headers all responses share, and logs when the body ends.
+        .layer(RecordLayer::new(app.clone()))
+        // Needs the record's settings snapshot. Everything below is per route.
+        .layer(RouteLayer)
+        // Cheap refusals (431, declared 413) before any real work.
+        .layer(LimitsLayer)
+        // Needs the route's CORS policy. Before metadata and auth: preflights and the
+        // metadata documents are answered without a token, and a foreign Origin is refused
+        // before anything else happens.
+        .layer(CorsLayer)
+        // Needs the route's target. Answers RFC 9728 metadata requests; no token needed.
+        .layer(MetadataLayer)
+        // Needs the route's authorizer. Verifies the token and policy before any upstream
+        // contact and before the body is read; adds the Principal.
+        .layer(AuthLayer::new(app.token_cache.clone()))
+        // Needs the Principal (identity headers, baggage) and the record (ids, trace).
+        .layer(EnrichLayer)
+        // Needs the enriched request; streams it to the route's upstream and back.
+        .service(Forward)
+}

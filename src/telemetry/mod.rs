@@ -1,0 +1,28 @@
+//! The edge's own telemetry: the per-request record and the logging phase ([`record`]),
+//! metrics ([`metrics`]), the access log ([`access_log`]), trace context ([`trace`]), and
+//! process logging setup.
+
+pub mod access_log;
+pub mod metrics;
+pub mod record;
+pub mod trace;
+
+use tracing_subscriber::EnvFilter;
+
+/// `--log-format`: human-readable lines or JSON, both on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Process logs on stderr, filtered by `RUST_LOG` (default `info`); stdout is the access log.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,222 @@
+//! W3C trace context for one request: continue the client's `traceparent` (or an AWS
+//! `X-Amzn-Trace-Id`), or start a trace; hand the upstream our own span as its parent.
+//!
+//! Ids come from the thread-local CSPRNG (`rand::rng()`), which also makes request and
+//! session ids unguessable. A malformed `traceparent` is ignored (a new trace starts), never
+//! an error: tracing must not be a way to fail a request.
+//!
+//! ```
+//! use gatehouse::telemetry::trace::TraceContext;
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+//! let trace = TraceContext::from_headers(&headers);
+//! assert_eq!(trace.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+//! assert!(trace.upstream_traceparent().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+//! ```
+
+use http::{HeaderMap, HeaderValue};
+use rand::RngCore;
+
+/// The trace this request belongs to and the span ids the edge uses in it.
+#[derive(Debug, Clone)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// The client's span, when the client sent one.
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The edge's server span for this request.
+    pub span_id: [u8; 8],
+    /// The edge's client span toward the upstream (the upstream's parent).
+    pub upstream_span_id: [u8; 8],
+    pub sampled: bool,
+    pub tracestate: Option<HeaderValue>,
+}
+
+impl TraceContext {
+    /// Reads `traceparent`/`tracestate`, else `X-Amzn-Trace-Id`, else starts a trace.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut rng = rand::rng();
+        let mut ids = [0u8; 16];
+        let mut span_id = [0u8; 8];
+        let mut upstream_span_id = [0u8; 8];
+        rng.fill_bytes(&mut span_id);
+        rng.fill_bytes(&mut upstream_span_id);
+        let parsed = headers
+            .get("traceparent")
+            .and_then(|v| parse_traceparent(v.as_bytes()))
+            .or_else(|| headers.get("x-amzn-trace-id").and_then(|v| parse_xray(v.as_bytes())));
+        match parsed {
+            Some((trace_id, parent, sampled)) => Self {
+                trace_id,
+                parent_span_id: Some(parent),
+                span_id,
+                upstream_span_id,
+                sampled,
+                tracestate: headers.get("traceparent").and(headers.get("tracestate")).cloned(),
+            },
+            None => {
+                rng.fill_bytes(&mut ids);
+                Self { trace_id: ids, parent_span_id: None, span_id, upstream_span_id, sampled: true, tracestate: None }
+            }
+        }
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The `traceparent` sent upstream: our client span is the upstream's parent.
+    pub fn upstream_traceparent(&self) -> String {
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&self.upstream_span_id))
+    }
+}
+
+/// `version-traceid-parentid-flags`; version 00 exactly, later versions by their prefix.
+fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let mut parts = text.splitn(5, '-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let flags = parts.next()?;
+    let rest = parts.next();
+    if version.len() != 2 || version == "ff" || (version == "00" && rest.is_some()) {
+        return None;
+    }
+    let version = decode_hex::<1>(version)?;
+    let trace_id = decode_hex::<16>(trace)?;
+    let span_id = decode_hex::<8>(span)?;
+    let flags = decode_hex::<1>(flags)?;
+    let _ = version;
+    if trace_id == [0; 16] || span_id == [0; 8] {
+        return None;
+    }
+    Some((trace_id, span_id, flags[0] & 1 == 1))
+}
+
+/// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1`.
+fn parse_xray(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut root = None;
+    let mut parent = None;
+    let mut sampled = true;
+    for field in text.split(';') {
+        let (key, value) = field.trim().split_once('=')?;
+        match key {
+            "Root" => {
+                let mut parts = value.split('-');
+                if parts.next()? != "1" {
+                    return None;
+                }
+                let epoch = parts.next()?;
+                let unique = parts.next()?;
+                if epoch.len() != 8 || unique.len() != 24 {
+                    return None;
+                }
+                root = decode_hex::<16>(&format!("{epoch}{unique}"));
+            }
+            "Parent" => parent = decode_hex::<8>(value),
+            "Sampled" => sampled = value != "0",
+            _ => {}
+        }
+    }
+    Some((root?, parent?, sampled))
+}
+
+fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// A random UUID (version 4), the shape AgentCore uses for request and session ids.
+pub fn uuid_v4() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let h = hex(&bytes);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn continues_client_trace() {
+        let t = TraceContext::from_headers(&headers(&[
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            ("tracestate", "vendor=1"),
+        ]));
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_span_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert!(!t.sampled);
+        assert_eq!(t.tracestate.as_ref().unwrap(), "vendor=1");
+        let up = t.upstream_traceparent();
+        assert!(up.ends_with("-00"));
+        assert_ne!(&up[36..52], "00f067aa0ba902b7", "upstream parent is the edge's span");
+    }
+
+    #[test]
+    fn malformed_traceparent_starts_a_new_trace() {
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            let t = TraceContext::from_headers(&headers(&[("traceparent", bad), ("tracestate", "a=b")]));
+            assert!(t.parent_span_id.is_none(), "{bad}");
+            assert!(t.tracestate.is_none());
+        }
+        let future = TraceContext::from_headers(&headers(&[(
+            "traceparent",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-whatever",
+        )]));
+        assert!(future.parent_span_id.is_some());
+    }
+
+    #[test]
+    fn accepts_xray_header() {
+        let t = TraceContext::from_headers(&headers(&[(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )]));
+        assert_eq!(t.trace_id_hex(), "5759e988bd862e3fe1be46a994272793");
+        assert!(t.sampled);
+    }
+
+    #[test]
+    fn uuid_shape() {
+        let id = uuid_v4();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(uuid_v4(), id);
+    }
+}
