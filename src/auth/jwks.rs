@@ -267,6 +267,8 @@ pub struct Issuer {
     fetcher: Fetcher,
     metrics: Arc<Metrics>,
     wake: tokio::sync::Notify,
+    /// Keys given at construction, never fetched ([`Issuer::with_keys`]).
+    fixed: bool,
 }
 
 impl fmt::Debug for Issuer {
@@ -296,9 +298,34 @@ impl Issuer {
             fetcher,
             metrics,
             wake: tokio::sync::Notify::new(),
+            fixed: false,
         });
         tokio::spawn(refresh_loop(Arc::downgrade(&issuer)));
         issuer
+    }
+
+    /// An issuer with fixed keys and no background refresh (benchmarks, tests, tools).
+    pub fn with_keys(issuer: &str, jwks: &[u8], config: IssuerConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+        let parsed = parse_jwks(jwks)?;
+        let keys = KeySet::new(Arc::from(issuer), parsed.keys, None);
+        let discovery_url: Uri = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+            .parse()
+            .map_err(|_| format!("issuer {issuer:?} is not a URL"))?;
+        Ok(Arc::new(Self {
+            label: issuer.to_owned(),
+            discovery_url,
+            config: ArcSwap::from_pointee(config),
+            keys: ArcSwapOption::from_pointee(keys),
+            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            last_attempt: AtomicU64::new(0),
+            epoch: Instant::now(),
+            last_error: Mutex::new(None),
+            schedule: Mutex::new(Schedule::default()),
+            fetcher: Fetcher::new(),
+            metrics,
+            wake: tokio::sync::Notify::new(),
+            fixed: true,
+        }))
     }
 
     pub fn config(&self) -> IssuerConfig {
@@ -316,7 +343,7 @@ impl Issuer {
     /// The cached keys, if they exist and are not older than `maxKeyStaleness`.
     pub fn fresh_keys(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
-        (keys.fetched_at.elapsed() <= self.config().max_staleness).then_some(keys)
+        (self.fixed || keys.fetched_at.elapsed() <= self.config().max_staleness).then_some(keys)
     }
 
     /// Usable keys for a request, fetching (coalesced, rate-limited) when there are none.
@@ -366,6 +393,9 @@ impl Issuer {
     /// Fetches new keys if `reason` allows it now; returns once the keys are as fresh as they
     /// will get. Never holds a lock while a request that has keys could be waiting.
     pub async fn refresh(&self, reason: Reason) {
+        if self.fixed {
+            return;
+        }
         let mut state = match self.fetch.try_lock() {
             Ok(state) => state,
             Err(_) => {
@@ -490,6 +520,41 @@ async fn refresh_loop(issuer: Weak<Issuer>) {
         }
         drop(strong);
     }
+}
+
+/// `validate --online`: fetches a discovery document and its JWKS once, without caching,
+/// and describes what was found.
+pub async fn probe(fetcher: &Fetcher, discovery_url: &str, timeout: Duration) -> Result<String, String> {
+    let url: Uri = discovery_url.parse().map_err(|_| "not a URL".to_owned())?;
+    let (body, _) = fetcher.get(&url, timeout).await.map_err(|e| format!("discovery document: {e}"))?;
+    let discovery = parse_discovery(&body, &url).map_err(|e| e.to_string())?;
+    let (body, max_age) = fetcher
+        .get(&discovery.jwks_uri, timeout)
+        .await
+        .map_err(|e| format!("JWKS {}: {e}", discovery.jwks_uri))?;
+    let parsed = parse_jwks(&body)?;
+    if parsed.keys.is_empty() {
+        return Err(format!("JWKS {} has no usable signing key ({})", discovery.jwks_uri, parsed.skipped.join("; ")));
+    }
+    let keys: Vec<String> = parsed
+        .keys
+        .iter()
+        .map(|k| format!("{} {:?}", k.kid.as_deref().unwrap_or("(no kid)"), k.kind))
+        .collect();
+    let mut report = format!(
+        "issuer {}, jwks_uri {}, {} usable key(s): {}",
+        discovery.issuer,
+        discovery.jwks_uri,
+        keys.len(),
+        keys.join(", ")
+    );
+    if let Some(max_age) = max_age {
+        report.push_str(&format!(", Cache-Control max-age {}s", max_age.as_secs()));
+    }
+    for skipped in parsed.skipped {
+        report.push_str(&format!("\n  warning: {skipped}"));
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -18,3 +18,31 @@ pub fn load_path(path: &std::path::Path) -> Result<Loaded, Vec<String>> {
     let config = serde_saphyr::from_str(&text).map_err(|e| vec![e.to_string()])?;
     Ok(Loaded { config, warnings: vec![], base_dir: path.parent().map(|p| p.to_path_buf()).unwrap_or_default() })
 }
+
+/// One line per route for `gatehouse validate`.
+pub fn summary(file: &file::FileConfig) -> Vec<String> {
+    file.routes
+        .iter()
+        .map(|route| {
+            let path = route.path.clone().unwrap_or_else(|| format!("/runtimes/{}/invocations", route.name));
+            let auth = match &route.authorizer_configuration {
+                Some(a) if route.authorizer_type.as_deref() != Some("NONE") => {
+                    format!("CUSTOM_JWT {}", a.custom_jwt_authorizer.discovery_url)
+                }
+                _ => "NONE".to_owned(),
+            };
+            let upstream = route.upstream.as_ref().map_or_else(String::new, |u| {
+                u.url
+                    .clone()
+                    .or_else(|| u.urls.as_ref().map(|urls| urls.join(",")))
+                    .or_else(|| u.agent_runtime_arn.clone())
+                    .unwrap_or_default()
+            });
+            format!(
+                "route {} {} {path} auth={auth} upstream={upstream}",
+                route.name,
+                route.protocol.as_deref().unwrap_or("HTTP")
+            )
+        })
+        .collect()
+}
