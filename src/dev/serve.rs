@@ -140,3 +140,63 @@ where
         });
     }
 }
+
+/// A plain hyper client for the dev servers' own tests.
+#[cfg(test)]
+pub(super) mod client {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    pub(in crate::dev) type Http =
+        Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+    pub(in crate::dev) fn http() -> Http {
+        Client::builder(TokioExecutor::new()).build_http()
+    }
+
+    /// Send and return the response with its body still streaming.
+    pub(in crate::dev) async fn send(
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.into())).unwrap();
+        http().request(req).await
+    }
+
+    /// Send and read the whole body.
+    pub(in crate::dev) async fn fetch(
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = tokio::time::timeout(Duration::from_secs(10), send(method, url, headers, body))
+            .await
+            .expect("response within 10s")
+            .expect("request succeeds");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, bytes)
+    }
+
+    pub(in crate::dev) async fn get(url: &str) -> (StatusCode, HeaderMap, Bytes) {
+        fetch(Method::GET, url, &[], Bytes::new()).await
+    }
+
+    pub(in crate::dev) async fn get_json(url: &str) -> serde_json::Value {
+        let (status, _, body) = get(url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {body:?}");
+        serde_json::from_slice(&body).expect("JSON body")
+    }
+}
