@@ -7,6 +7,8 @@
 //!   → 200 JSON `{"payload", "headers", "sessionId", "method", "path", "query", "bodyBytes"}`.
 //! - A JSON payload with `"stream": N` (and optional `"intervalMs"`, default 100) → an SSE
 //!   response of N `data: {"index":i,...}` events, each written as its own frame when due.
+//! - Bodies are read whole (any size) but only the first `record_body_limit` bytes are kept and
+//!   echoed; a longer body is echoed as `"<N bytes, not echoed>"`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -335,7 +337,7 @@ impl State {
                     || log.body_bytes + size > self.opts.record_total_limit)
             {
                 if let Some(old) = log.entries.pop_front() {
-                    log.body_bytes -= old.body.len();
+                    log.body_bytes = log.body_bytes.saturating_sub(old.body.len());
                 }
             }
             log.body_bytes += size;

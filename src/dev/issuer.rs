@@ -267,6 +267,11 @@ impl TestIssuer {
         k.published.iter().map(|p| p.kid().to_owned()).collect()
     }
 
+    /// The JWK Set as the JWKS endpoint serves it in [`Mode::Normal`].
+    pub fn jwks(&self) -> Value {
+        jwks_document(&self.state.knobs())
+    }
+
     /// Append a raw JWK to the set as given (unknown `kty`, `use: enc`, missing `n`...).
     pub fn publish_extra_jwk(&self, jwk: Value) {
         self.state.knobs().extra.push(jwk);

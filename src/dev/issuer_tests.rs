@@ -46,6 +46,7 @@ async fn serves_discovery_and_jwks_that_verify_its_tokens() {
     );
     let jwks = get_json(&issuer.jwks_url()).await;
     assert_eq!(jwks["keys"][0], issuer.signing_key().public_jwk());
+    assert_eq!(jwks, issuer.jwks());
     // RFC 8414 metadata carries the same document.
     let meta = get_json(&format!(
         "{}/.well-known/oauth-authorization-server",

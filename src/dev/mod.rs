@@ -11,6 +11,8 @@ pub mod issuer;
 pub mod keys;
 mod serve;
 
-pub use agent::{Behavior, EchoAgent, Recorded};
+pub use agent::{AgentOptions, Behavior, EchoAgent, Recorded, WaitTimeout};
 pub use issuer::{IssuerOptions, Mode, TestIssuer};
-pub use keys::{Alg, DevState, KeyError, MintOptions, SigningKey, mint, parse_claim_arg};
+pub use keys::{
+    Alg, DevState, DevStateError, KeyError, MintOptions, SigningKey, mint, parse_claim_arg,
+};

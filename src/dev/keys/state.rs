@@ -255,7 +255,12 @@ impl DevState {
         Ok(state)
     }
 
-    /// Remove the file if it is still ours (called when `gatehouse dev` exits).
+    /// Remove [`DevState::path`] if this process wrote it (when `gatehouse dev` exits).
+    pub fn remove() {
+        Self::remove_from(&Self::path());
+    }
+
+    /// Remove the file if this process wrote it.
     pub fn remove_from(path: &Path) {
         if let Ok(s) = std::fs::read(path)
             .map_err(|_| ())
