@@ -27,7 +27,6 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,7 +43,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::keys::now_unix;
-use super::serve::{self, Body, Server};
+pub use super::serve::WaitTimeout;
+use super::serve::{self, Body, Server, wait_for};
 
 const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
 /// Upper bounds that keep a long-running `gatehouse dev` (and `gatehouse bench` against it)
@@ -133,26 +133,6 @@ impl Recorded {
     }
 }
 
-/// [`EchoAgent::wait_for_requests`] gave up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitTimeout {
-    pub wanted: u64,
-    pub seen: u64,
-    pub waited: Duration,
-}
-
-impl fmt::Display for WaitTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "waited {:?} for {} request(s) or stream(s), saw {}",
-            self.waited, self.wanted, self.seen
-        )
-    }
-}
-
-impl std::error::Error for WaitTimeout {}
-
 /// A running echo agent. Clones share the server; it stops on [`shutdown`](Self::shutdown) or
 /// when the last clone is dropped.
 #[derive(Debug, Clone)]
@@ -171,6 +151,8 @@ struct State {
     seen: watch::Sender<u64>,
     active_streams: AtomicUsize,
     cancelled: watch::Sender<u64>,
+    /// Requests whose handler was dropped before it answered (the peer went away).
+    abandoned: watch::Sender<u64>,
     completed_streams: AtomicU64,
 }
 
@@ -204,6 +186,7 @@ impl EchoAgent {
             seen: watch::Sender::new(0),
             active_streams: AtomicUsize::new(0),
             cancelled: watch::Sender::new(0),
+            abandoned: watch::Sender::new(0),
             completed_streams: AtomicU64::new(0),
         });
         let shared = Arc::clone(&state);
@@ -244,6 +227,7 @@ impl EchoAgent {
         *locked(&self.state.log) = Log::default();
         self.state.seen.send_replace(0);
         self.state.cancelled.send_replace(0);
+        self.state.abandoned.send_replace(0);
         self.state.completed_streams.store(0, Ordering::SeqCst);
     }
 
@@ -282,25 +266,24 @@ impl EchoAgent {
         wait_for(&self.state.cancelled, n, timeout).await
     }
 
+    /// Requests dropped before the agent answered them, typically a [`Behavior::Hang`] or
+    /// [`Behavior::Delay`] request whose caller (the edge) gave up and closed the connection.
+    pub fn abandoned_requests(&self) -> u64 {
+        *self.state.abandoned.borrow()
+    }
+
+    /// Wait until at least `n` requests were abandoned.
+    pub async fn wait_for_abandoned_requests(
+        &self,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitTimeout> {
+        wait_for(&self.state.abandoned, n, timeout).await
+    }
+
     /// Stop serving and drop open connections (hung requests and streams included).
     pub async fn shutdown(&self) {
         self.server.shutdown().await;
-    }
-}
-
-async fn wait_for(
-    counter: &watch::Sender<u64>,
-    n: u64,
-    timeout: Duration,
-) -> Result<(), WaitTimeout> {
-    let mut rx = counter.subscribe();
-    match tokio::time::timeout(timeout, rx.wait_for(|seen| *seen >= n)).await {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(WaitTimeout {
-            wanted: n,
-            seen: *counter.borrow(),
-            waited: timeout,
-        }),
     }
 }
 
@@ -364,8 +347,36 @@ async fn read_body(mut body: Incoming, keep: usize) -> (Bytes, u64, bool) {
     (kept.freeze(), total, truncated)
 }
 
+/// Counts the request as abandoned if the handler is dropped before it answers.
+struct Answering {
+    state: Arc<State>,
+    answered: bool,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.state.abandoned.send_modify(|n| *n += 1);
+        }
+    }
+}
+
 async fn handle(
     state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, io::Error> {
+    let mut answering = Answering {
+        state: Arc::clone(&state),
+        answered: false,
+    };
+    let result = answer(&state, req, peer).await;
+    answering.answered = true;
+    result
+}
+
+async fn answer(
+    state: &Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, io::Error> {
@@ -393,9 +404,9 @@ async fn handle(
         Behavior::ResetMidStream => Ok(reset_mid_stream()),
         Behavior::Delay(d) => {
             tokio::time::sleep(d).await;
-            Ok(respond(&state, &parts, &bytes, len, truncated))
+            Ok(respond(state, &parts, &bytes, len, truncated))
         }
-        _ => Ok(respond(&state, &parts, &bytes, len, truncated)),
+        _ => Ok(respond(state, &parts, &bytes, len, truncated)),
     }
 }
 

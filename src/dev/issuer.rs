@@ -24,7 +24,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,9 +35,10 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::keys::{Alg, KeyError, MintOptions, SigningKey, mint};
-use super::serve::{self, Body, Server};
+use super::serve::{self, Body, Server, WaitTimeout, wait_for};
 
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// RFC 8414 metadata, which MCP clients look for first; served with the same document.
@@ -109,9 +109,10 @@ struct State {
     base: String,
     prefix: String,
     knobs: Mutex<Knobs>,
-    discovery_fetches: AtomicU64,
-    jwks_fetches: AtomicU64,
-    token_requests: AtomicU64,
+    /// Watches rather than atomics so tests can wait for a (background) fetch.
+    discovery_fetches: watch::Sender<u64>,
+    jwks_fetches: watch::Sender<u64>,
+    token_requests: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -172,9 +173,9 @@ impl TestIssuer {
                 discovery_mode: Mode::Normal,
                 jwks_mode: Mode::Normal,
             }),
-            discovery_fetches: AtomicU64::new(0),
-            jwks_fetches: AtomicU64::new(0),
-            token_requests: AtomicU64::new(0),
+            discovery_fetches: watch::Sender::new(0),
+            jwks_fetches: watch::Sender::new(0),
+            token_requests: watch::Sender::new(0),
         });
         let shared = Arc::clone(&state);
         let server = Server::spawn(listener, move |req, _peer| handle(Arc::clone(&shared), req))?;
@@ -303,22 +304,40 @@ impl TestIssuer {
 
     /// Requests to the discovery document (either well-known path), whatever the mode.
     pub fn discovery_fetches(&self) -> u64 {
-        self.state.discovery_fetches.load(Ordering::SeqCst)
+        *self.state.discovery_fetches.borrow()
     }
 
     /// Requests to the JWKS, whatever the mode.
     pub fn jwks_fetches(&self) -> u64 {
-        self.state.jwks_fetches.load(Ordering::SeqCst)
+        *self.state.jwks_fetches.borrow()
     }
 
     pub fn token_requests(&self) -> u64 {
-        self.state.token_requests.load(Ordering::SeqCst)
+        *self.state.token_requests.borrow()
     }
 
     pub fn reset_counters(&self) {
-        self.state.discovery_fetches.store(0, Ordering::SeqCst);
-        self.state.jwks_fetches.store(0, Ordering::SeqCst);
-        self.state.token_requests.store(0, Ordering::SeqCst);
+        self.state.discovery_fetches.send_replace(0);
+        self.state.jwks_fetches.send_replace(0);
+        self.state.token_requests.send_replace(0);
+    }
+
+    /// Wait until the discovery document was requested at least `n` times in all.
+    pub async fn wait_for_discovery_fetches(
+        &self,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitTimeout> {
+        wait_for(&self.state.discovery_fetches, n, timeout).await
+    }
+
+    /// Wait until the JWKS was requested at least `n` times in all (background refresh tests).
+    pub async fn wait_for_jwks_fetches(
+        &self,
+        n: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitTimeout> {
+        wait_for(&self.state.jwks_fetches, n, timeout).await
     }
 
     /// Mint with the primary key; an empty `opts.iss` is filled with [`issuer`](Self::issuer).
@@ -375,19 +394,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let is_read = req.method() == Method::GET || req.method() == Method::HEAD;
     match local {
         DISCOVERY_PATH | OAUTH_METADATA_PATH if is_read => {
-            state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+            state.discovery_fetches.send_modify(|n| *n += 1);
             let mode = state.knobs().discovery_mode.clone();
             let url = format!("{}{path}", state.origin);
             answer(&state, mode, &url, discovery_document).await
         }
         JWKS_PATH if is_read => {
-            state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            state.jwks_fetches.send_modify(|n| *n += 1);
             let mode = state.knobs().jwks_mode.clone();
             let url = format!("{}{path}", state.origin);
             answer(&state, mode, &url, |_, k| jwks_document(k)).await
         }
         TOKEN_PATH if req.method() == Method::POST => {
-            state.token_requests.fetch_add(1, Ordering::SeqCst);
+            state.token_requests.send_modify(|n| *n += 1);
             Ok(token(&state, req).await)
         }
         DISCOVERY_PATH | OAUTH_METADATA_PATH | JWKS_PATH | TOKEN_PATH => Ok(serve::json(

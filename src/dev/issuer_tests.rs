@@ -258,6 +258,25 @@ async fn concurrent_fetches_against_a_slow_issuer_are_each_counted() {
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(issuer.jwks_fetches(), 5);
+    issuer
+        .wait_for_jwks_fetches(5, Duration::ZERO)
+        .await
+        .unwrap();
+    let later = {
+        let issuer = issuer.clone();
+        tokio::spawn(async move {
+            issuer
+                .wait_for_jwks_fetches(6, Duration::from_secs(5))
+                .await
+        })
+    };
+    get(&url).await;
+    later.await.unwrap().unwrap();
+    let err = issuer
+        .wait_for_discovery_fetches(1, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!((err.wanted, err.seen), (1, 0));
 }
 
 #[tokio::test]

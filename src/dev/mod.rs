@@ -11,8 +11,9 @@ pub mod issuer;
 pub mod keys;
 mod serve;
 
-pub use agent::{AgentOptions, Behavior, EchoAgent, Recorded, WaitTimeout};
+pub use agent::{AgentOptions, Behavior, EchoAgent, Recorded};
 pub use issuer::{IssuerOptions, Mode, TestIssuer};
 pub use keys::{
     Alg, DevState, DevStateError, KeyError, MintOptions, SigningKey, mint, parse_claim_arg,
 };
+pub use serve::WaitTimeout;

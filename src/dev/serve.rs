@@ -3,6 +3,7 @@
 //! on, so tests end promptly and ports are freed.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -43,6 +44,43 @@ pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
 /// A status from a test-supplied number; out-of-range numbers become 500 rather than a panic.
 pub(super) fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A `wait_for_*` helper of the echo agent or test issuer gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitTimeout {
+    pub wanted: u64,
+    pub seen: u64,
+    pub waited: Duration,
+}
+
+impl fmt::Display for WaitTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "waited {:?} for {} event(s), saw {}",
+            self.waited, self.wanted, self.seen
+        )
+    }
+}
+
+impl std::error::Error for WaitTimeout {}
+
+/// Wait until `counter` reaches `n`.
+pub(super) async fn wait_for(
+    counter: &watch::Sender<u64>,
+    n: u64,
+    timeout: Duration,
+) -> Result<(), WaitTimeout> {
+    let mut rx = counter.subscribe();
+    match tokio::time::timeout(timeout, rx.wait_for(|seen| *seen >= n)).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(WaitTimeout {
+            wanted: n,
+            seen: *counter.borrow(),
+            waited: timeout,
+        }),
+    }
 }
 
 /// A running server. Dropping it (or [`Server::shutdown`]) stops accepting and drops every
