@@ -17,7 +17,8 @@
 //!
 //! Configuration is loaded and validated by [`config`] and compiled by [`settings`]; [`app`]
 //! holds the current settings and swaps them on reload. [`admin`] serves health, readiness and
-//! metrics on its own listener.
+//! metrics on its own listener. [`dev`] holds the development issuer, echo agent and token tools
+//! behind `gatehouse dev` and `gatehouse token`, also used by the integration tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod cors;
+pub mod dev;
 pub mod enrich;
 pub mod error;
 pub mod forward;
