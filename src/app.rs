@@ -35,7 +35,11 @@ pub struct App {
 
 impl App {
     /// Compiles a loaded configuration. Needs a Tokio runtime (issuers start fetching).
-    pub fn new(file: &config::file::FileConfig, base_dir: &Path, access_log: Option<AccessLog>) -> Result<(Arc<Self>, Startup), String> {
+    pub fn new(
+        file: &config::file::FileConfig,
+        base_dir: &Path,
+        access_log: Option<AccessLog>,
+    ) -> Result<(Arc<Self>, Startup), String> {
         let metrics = Arc::new(Metrics::new());
         let shared = Shared::new(metrics.clone());
         let (startup, settings) = settings::compile(file, base_dir, &shared)?;
@@ -80,7 +84,11 @@ impl App {
     pub async fn wait_for_keys(&self, timeout: Duration) -> Vec<Arc<Issuer>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let pending: Vec<_> = self.issuers().into_iter().filter(|i| i.fresh_keys().is_none()).collect();
+            let pending: Vec<_> = self
+                .issuers()
+                .into_iter()
+                .filter(|i| i.fresh_keys().is_none())
+                .collect();
             if pending.is_empty() || tokio::time::Instant::now() >= deadline {
                 return pending;
             }
@@ -103,16 +111,28 @@ impl App {
                 })),
             })
             .collect();
-        if problems.is_empty() { Ok(()) } else { Err(serde_json::json!({ "status": "not ready", "issuers": problems })) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(serde_json::json!({ "status": "not ready", "issuers": problems }))
+        }
     }
 
     /// Reloads from `path`; on any error the running configuration stays.
     pub async fn reload(&self, path: &Path) -> Result<(), String> {
         let loaded = config::load_path(path).map_err(|diagnostics| {
-            diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         })?;
         let (_, settings) = settings::compile(&loaded.config, &loaded.base_dir, &self.shared)?;
-        let known: HashSet<usize> = self.issuers().iter().map(|i| Arc::as_ptr(i) as usize).collect();
+        let known: HashSet<usize> = self
+            .issuers()
+            .iter()
+            .map(|i| Arc::as_ptr(i) as usize)
+            .collect();
         let new_issuers: Vec<Arc<Issuer>> = settings
             .routes
             .routes
@@ -127,7 +147,10 @@ impl App {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
             if issuer.fresh_keys().is_none() {
-                return Err(format!("issuer {}: no keys could be fetched; keeping the running configuration", issuer.label));
+                return Err(format!(
+                    "issuer {}: no keys could be fetched; keeping the running configuration",
+                    issuer.label
+                ));
             }
         }
         self.settings.store(Arc::new(settings));

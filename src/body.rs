@@ -31,7 +31,9 @@ pin_project! {
 
 impl ProxyBody {
     pub fn full(data: Bytes) -> Self {
-        Self::Full { data: (!data.is_empty()).then_some(data) }
+        Self::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
     }
 
     pub fn empty() -> Self {
@@ -53,7 +55,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
@@ -69,7 +74,9 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Self::Upstream { body } => body.size_hint(),
         }
     }

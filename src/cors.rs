@@ -57,25 +57,34 @@ impl CorsPolicy {
     /// `origins` are `*` or `scheme://host[:port]` (validated at load); `extra_headers` are
     /// added to the default allowed request headers (the route's allowlist is passed here too).
     pub fn new(origins: &[String], extra_headers: &[String], max_age: Duration) -> Self {
-        let mut allowed_headers: HashSet<String> = DEFAULT_ALLOWED.iter().map(|h| (*h).to_owned()).collect();
+        let mut allowed_headers: HashSet<String> =
+            DEFAULT_ALLOWED.iter().map(|h| (*h).to_owned()).collect();
         allowed_headers.extend(extra_headers.iter().map(|h| h.to_ascii_lowercase()));
         Self {
             any_origin: origins.iter().any(|o| o == "*"),
-            origins: origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            origins: origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
             allowed_headers,
             max_age: HeaderValue::from(max_age.as_secs()),
         }
     }
 
     pub fn allows(&self, origin: &HeaderValue) -> bool {
-        let Ok(origin) = origin.to_str() else { return false };
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
         self.any_origin || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
     }
 
     /// Adds the headers every response to an allowed origin carries.
     pub fn decorate(&self, headers: &mut HeaderMap, origin: &HeaderValue) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED),
+        );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
 
@@ -88,16 +97,22 @@ impl CorsPolicy {
         let allowed: Vec<String> = requested
             .split(',')
             .map(|h| h.trim().to_ascii_lowercase())
-            .filter(|h| !h.is_empty() && (self.allowed_headers.contains(h) || h.starts_with("mcp-param-")))
+            .filter(|h| {
+                !h.is_empty() && (self.allowed_headers.contains(h) || h.starts_with("mcp-param-"))
+            })
             .collect();
         let mut response = Response::new(ProxyBody::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(METHODS));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(METHODS),
+        );
         if let Ok(value) = HeaderValue::from_str(&allowed.join(", "))
-            && !allowed.is_empty() {
-                headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, value);
-            }
+            && !allowed.is_empty()
+        {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, value);
+        }
         headers.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
         response
     }
@@ -122,7 +137,10 @@ pub struct Cors<S> {
 
 impl<S, B> Service<Request<B>> for Cors<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -135,7 +153,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let policy = request.extensions().get::<Arc<Route>>().and_then(|r| r.cors.clone());
+        let policy = request
+            .extensions()
+            .get::<Arc<Route>>()
+            .and_then(|r| r.cors.clone());
         let origin = request.headers().get(header::ORIGIN).cloned();
         let (Some(policy), Some(origin)) = (policy, origin) else {
             return Box::pin(self.inner.call(request));
@@ -147,7 +168,9 @@ where
             record.set_cors(origin, policy.clone());
         }
         let preflight = request.method() == Method::OPTIONS
-            && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+            && request
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if preflight {
             let response = policy.preflight(request.headers());
             return Box::pin(async move { Ok(response) });
@@ -162,7 +185,11 @@ mod tests {
 
     #[test]
     fn origins() {
-        let policy = CorsPolicy::new(&["https://inspector.example".into()], &[], Duration::from_secs(60));
+        let policy = CorsPolicy::new(
+            &["https://inspector.example".into()],
+            &[],
+            Duration::from_secs(60),
+        );
         assert!(policy.allows(&HeaderValue::from_static("https://inspector.example")));
         assert!(policy.allows(&HeaderValue::from_static("HTTPS://Inspector.Example")));
         assert!(!policy.allows(&HeaderValue::from_static("https://evil.example")));
@@ -177,7 +204,9 @@ mod tests {
         let mut request = HeaderMap::new();
         request.insert(
             header::ACCESS_CONTROL_REQUEST_HEADERS,
-            HeaderValue::from_static("Authorization, mcp-protocol-version, x-tenant, mcp-param-region, x-evil"),
+            HeaderValue::from_static(
+                "Authorization, mcp-protocol-version, x-tenant, mcp-param-region, x-evil",
+            ),
         );
         let response = policy.preflight(&request);
         assert_eq!(response.status(), 204);
@@ -185,6 +214,9 @@ mod tests {
             response.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS],
             "authorization, mcp-protocol-version, x-tenant, mcp-param-region"
         );
-        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_METHODS], METHODS);
+        assert_eq!(
+            response.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
+            METHODS
+        );
     }
 }

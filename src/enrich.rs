@@ -29,9 +29,12 @@ use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
 use crate::telemetry::record::RequestRecord;
 
-pub static SESSION_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
-pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id");
-pub static USER_ID_HEADER: HeaderName = HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-user-id");
+pub static SESSION_HEADER: HeaderName =
+    HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
+pub static REQUEST_ID_HEADER: HeaderName =
+    HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id");
+pub static USER_ID_HEADER: HeaderName =
+    HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-user-id");
 pub static MCP_SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -59,7 +62,13 @@ const STANDARD: [&str; 11] = [
 const BAGGAGE_MAX_ENTRIES: usize = 180;
 const BAGGAGE_MAX_BYTES: usize = 8192;
 /// Baggage values: percent-encode everything outside `baggage-octet`.
-const BAGGAGE_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b',').add(b';').add(b'\\').add(b'%');
+const BAGGAGE_VALUE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b',')
+    .add(b';')
+    .add(b'\\')
+    .add(b'%');
 
 /// One route's compiled header rules.
 #[derive(Debug, Clone)]
@@ -85,13 +94,20 @@ impl HeaderPolicy {
         claims_to_baggage: &[(String, String)],
         trust_forwarded: bool,
     ) -> Result<Self, String> {
-        let mut forward: HashSet<HeaderName> = STANDARD.iter().map(|h| HeaderName::from_static(h)).collect();
+        let mut forward: HashSet<HeaderName> = STANDARD
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect();
         for name in allowlist {
-            forward.insert(HeaderName::try_from(name.as_str()).map_err(|_| format!("invalid header name {name:?}"))?);
+            forward.insert(
+                HeaderName::try_from(name.as_str())
+                    .map_err(|_| format!("invalid header name {name:?}"))?,
+            );
         }
         let mut claim_headers = Vec::new();
         for (name, claim) in claims_to_headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|_| format!("invalid header name {name:?}"))?;
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
             forward.remove(&name);
             claim_headers.push((name, claim.clone()));
         }
@@ -99,10 +115,22 @@ impl HeaderPolicy {
             forward.remove(&USER_ID_HEADER);
         }
         // The edge sets these itself.
-        for name in [&USER_ID_HEADER, &REQUEST_ID_HEADER, &TRACEPARENT, &TRACESTATE, &BAGGAGE] {
+        for name in [
+            &USER_ID_HEADER,
+            &REQUEST_ID_HEADER,
+            &TRACEPARENT,
+            &TRACESTATE,
+            &BAGGAGE,
+        ] {
             forward.remove(name);
         }
-        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &header::HOST, &header::CONNECTION] {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &header::HOST,
+            &header::CONNECTION,
+        ] {
             forward.remove(name);
         }
         Ok(Self {
@@ -165,17 +193,26 @@ impl HeaderPolicy {
         }
         let baggage = self.baggage(client, session.as_deref(), principal);
         if let Ok(value) = HeaderValue::from_str(&baggage)
-            && !baggage.is_empty() {
-                out.insert(BAGGAGE.clone(), value);
-            }
+            && !baggage.is_empty()
+        {
+            out.insert(BAGGAGE.clone(), value);
+        }
 
         if let Some(principal) = principal {
             if let Some(claim) = &self.user_id_claim
-                && let Some(value) = principal.claims.render(claim).and_then(|v| HeaderValue::from_str(&v).ok()) {
-                    out.insert(USER_ID_HEADER.clone(), value);
-                }
+                && let Some(value) = principal
+                    .claims
+                    .render(claim)
+                    .and_then(|v| HeaderValue::from_str(&v).ok())
+            {
+                out.insert(USER_ID_HEADER.clone(), value);
+            }
             for (name, claim) in &self.claim_headers {
-                if let Some(value) = principal.claims.render(claim).and_then(|v| HeaderValue::from_str(&v).ok()) {
+                if let Some(value) = principal
+                    .claims
+                    .render(claim)
+                    .and_then(|v| HeaderValue::from_str(&v).ok())
+                {
                     out.insert(name.clone(), value);
                 }
             }
@@ -208,7 +245,12 @@ impl HeaderPolicy {
 
     /// The edge's entries first (`session.id`, `claimsToBaggage`), then the client's entries
     /// for other keys, within the W3C limits.
-    fn baggage(&self, client: &HeaderMap, session: Option<&str>, principal: Option<&Principal>) -> String {
+    fn baggage(
+        &self,
+        client: &HeaderMap,
+        session: Option<&str>,
+        principal: Option<&Principal>,
+    ) -> String {
         let mut ours: Vec<(&str, String)> = Vec::new();
         if let Some(session) = session {
             ours.push(("session.id", session.to_owned()));
@@ -230,9 +272,14 @@ impl HeaderPolicy {
             let Ok(text) = value.to_str() else { continue };
             for member in text.split(',') {
                 let member = member.trim();
-                let Some((key, _)) = member.split_once('=') else { continue };
+                let Some((key, _)) = member.split_once('=') else {
+                    continue;
+                };
                 let key = key.trim();
-                if key.is_empty() || !key.bytes().all(is_token_char) || ours.iter().any(|(k, _)| *k == key) {
+                if key.is_empty()
+                    || !key.bytes().all(is_token_char)
+                    || ours.iter().any(|(k, _)| *k == key)
+                {
                     continue;
                 }
                 push_member(&mut out, &mut entries, member);
@@ -277,11 +324,15 @@ pub fn session_id(headers: &HeaderMap) -> Result<String, ProxyError> {
         return Ok(crate::telemetry::trace::uuid_v4());
     };
     if values.next().is_some() {
-        return Err(ProxyError::BadRequest("More than one session id header.".into()));
+        return Err(ProxyError::BadRequest(
+            "More than one session id header.".into(),
+        ));
     }
     let id = value.as_bytes();
     let valid = (33..=256).contains(&id.len())
-        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if !valid {
         return Err(ProxyError::BadRequest(
             "Invalid session id: X-Amzn-Bedrock-AgentCore-Runtime-Session-Id must be 33 to 256 characters of [A-Za-z0-9._:-]."
@@ -311,7 +362,10 @@ pub struct Enrich<S> {
 
 impl<S, B> Service<Request<B>> for Enrich<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -325,9 +379,10 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let extensions = request.extensions();
-        let (Some(route), Some(record)) =
-            (extensions.get::<Arc<Route>>().cloned(), extensions.get::<Arc<RequestRecord>>().cloned())
-        else {
+        let (Some(route), Some(record)) = (
+            extensions.get::<Arc<Route>>().cloned(),
+            extensions.get::<Arc<RequestRecord>>().cloned(),
+        ) else {
             return Box::pin(async { Err(ProxyError::NoRoute) });
         };
         let headers = route.headers.upstream_headers(
@@ -353,7 +408,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -363,17 +421,45 @@ mod tests {
         let generated = session_id(&HeaderMap::new()).unwrap();
         assert_eq!(generated.len(), 36);
         let ok = "a".repeat(33);
-        assert_eq!(session_id(&headers(&[("x-amzn-bedrock-agentcore-runtime-session-id", &ok)])).unwrap(), ok);
+        assert_eq!(
+            session_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &ok
+            )]))
+            .unwrap(),
+            ok
+        );
         let ok = format!("user:42.{}-_", "x".repeat(246));
         assert_eq!(ok.len(), 256);
-        assert!(session_id(&headers(&[("x-amzn-bedrock-agentcore-runtime-session-id", &ok)])).is_ok());
-        for bad in ["a".repeat(32), "a".repeat(257), format!("{}/", "a".repeat(40)), format!("{} x", "a".repeat(40))] {
-            let err = session_id(&headers(&[("x-amzn-bedrock-agentcore-runtime-session-id", &bad)])).unwrap_err();
+        assert!(
+            session_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &ok
+            )]))
+            .is_ok()
+        );
+        for bad in [
+            "a".repeat(32),
+            "a".repeat(257),
+            format!("{}/", "a".repeat(40)),
+            format!("{} x", "a".repeat(40)),
+        ] {
+            let err = session_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &bad,
+            )]))
+            .unwrap_err();
             assert!(matches!(err, ProxyError::BadRequest(_)), "{bad}");
         }
         let two = headers(&[
-            ("x-amzn-bedrock-agentcore-runtime-session-id", &"a".repeat(40)),
-            ("x-amzn-bedrock-agentcore-runtime-session-id", &"b".repeat(40)),
+            (
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &"a".repeat(40),
+            ),
+            (
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &"b".repeat(40),
+            ),
         ]);
         assert!(session_id(&two).is_err());
     }
@@ -400,13 +486,20 @@ mod tests {
 
         let big = format!("big={}", "x".repeat(9000));
         let client = headers(&[("baggage", &format!("{big},small=1"))]);
-        assert_eq!(policy.baggage(&client, Some("s"), None), "session.id=s,small=1");
+        assert_eq!(
+            policy.baggage(&client, Some("s"), None),
+            "session.id=s,small=1"
+        );
     }
 
     #[test]
     fn identity_headers_are_not_forwardable() {
         let policy = HeaderPolicy::new(
-            &["X-Gatehouse-Sub".into(), "X-Amzn-Bedrock-AgentCore-Runtime-User-Id".into(), "Authorization".into()],
+            &[
+                "X-Gatehouse-Sub".into(),
+                "X-Amzn-Bedrock-AgentCore-Runtime-User-Id".into(),
+                "Authorization".into(),
+            ],
             Some("sub".into()),
             &[("X-Gatehouse-Sub".into(), "sub".into())],
             &[],

@@ -50,15 +50,22 @@ pub enum ProxyError {
     /// No route for the path.
     NoRoute,
     /// The token was missing, invalid or not allowed, or keys were unavailable.
-    Auth { error: AuthError, challenge: Box<Challenge> },
+    Auth {
+        error: AuthError,
+        challenge: Box<Challenge>,
+    },
     /// A browser `Origin` that the route's CORS policy does not allow.
     OriginNotAllowed,
     /// A method the edge's own endpoints (metadata) do not serve.
     MethodNotAllowed,
     /// A request the edge refuses to forward (bad session id, malformed header, ...).
     BadRequest(Cow<'static, str>),
-    HeadersTooLarge { limit: u64 },
-    BodyTooLarge { limit: u64 },
+    HeadersTooLarge {
+        limit: u64,
+    },
+    BodyTooLarge {
+        limit: u64,
+    },
     Upstream(UpstreamError),
 }
 
@@ -88,7 +95,12 @@ impl ProxyError {
 
     /// The response: status, `x-amzn-ErrorType`, JSON body, and challenge headers.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let (status, kind, message, challenge): (StatusCode, &str, Cow<'static, str>, Option<String>) = match self {
+        let (status, kind, message, challenge): (
+            StatusCode,
+            &str,
+            Cow<'static, str>,
+            Option<String>,
+        ) = match self {
             Self::NoRoute => (
                 StatusCode::NOT_FOUND,
                 "ResourceNotFoundException",
@@ -108,7 +120,12 @@ impl ProxyError {
                 "Only GET is served here.".into(),
                 None,
             ),
-            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "ValidationException", message, None),
+            Self::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                message,
+                None,
+            ),
             Self::HeadersTooLarge { limit } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "ValidationException",
@@ -148,7 +165,12 @@ fn auth_response(error: AuthError, challenge: &Challenge) -> Response<ProxyBody>
                 Some(scope) => format!(r#"Bearer resource_metadata="{metadata}", scope="{scope}""#),
                 None => format!(r#"Bearer resource_metadata="{metadata}""#),
             };
-            json_error(StatusCode::UNAUTHORIZED, "UnauthorizedException", "Missing Authentication Token", Some(header))
+            json_error(
+                StatusCode::UNAUTHORIZED,
+                "UnauthorizedException",
+                "Missing Authentication Token",
+                Some(header),
+            )
         }
         AuthError::Invalid(reason) => invalid_token(&reason, metadata),
         AuthError::Expired => invalid_token("The token has expired.", metadata),
@@ -158,9 +180,19 @@ fn auth_response(error: AuthError, challenge: &Challenge) -> Response<ProxyBody>
             let header = format!(
                 r#"Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{metadata}""#
             );
-            json_error(StatusCode::FORBIDDEN, "AccessDeniedException", &Denial::Scope.message(), Some(header))
+            json_error(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                &Denial::Scope.message(),
+                Some(header),
+            )
         }
-        AuthError::Denied(denial) => json_error(StatusCode::FORBIDDEN, "AccessDeniedException", &denial.message(), None),
+        AuthError::Denied(denial) => json_error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            &denial.message(),
+            None,
+        ),
         AuthError::Unavailable => {
             let mut response = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -168,7 +200,9 @@ fn auth_response(error: AuthError, challenge: &Challenge) -> Response<ProxyBody>
                 "The identity provider's keys are unavailable; retry shortly.",
                 None,
             );
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             response
         }
     }
@@ -179,17 +213,33 @@ fn invalid_token(reason: &str, metadata: &str) -> Response<ProxyBody> {
     let header = format!(
         r#"Bearer error="invalid_token", error_description="{description}", resource_metadata="{metadata}""#
     );
-    json_error(StatusCode::UNAUTHORIZED, "UnauthorizedException", reason, Some(header))
+    json_error(
+        StatusCode::UNAUTHORIZED,
+        "UnauthorizedException",
+        reason,
+        Some(header),
+    )
 }
 
 /// A value safe inside a quoted-string: printable ASCII without `"` and `\`.
 fn quotable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '\'' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '\''
+            }
+        })
         .collect()
 }
 
-fn json_error(status: StatusCode, kind: &str, message: &str, challenge: Option<String>) -> Response<ProxyBody> {
+fn json_error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    challenge: Option<String>,
+) -> Response<ProxyBody> {
     let body = serde_json::json!({ "message": message }).to_string();
     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
     *response.status_mut() = status;
@@ -219,15 +269,25 @@ mod tests {
     async fn parts(error: ProxyError) -> (u16, String, Option<String>, serde_json::Value) {
         let response = error.into_response();
         let status = response.status().as_u16();
-        let kind = response.headers()[&X_AMZN_ERROR_TYPE].to_str().unwrap().to_owned();
-        let www = response.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().unwrap().to_owned());
+        let kind = response.headers()[&X_AMZN_ERROR_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let www = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, kind, www, serde_json::from_slice(&body).unwrap())
     }
 
     #[tokio::test]
     async fn missing_token_has_no_error_code() {
-        let (status, kind, www, _) = parts(ProxyError::Auth { error: AuthError::Missing, challenge: challenge(Some("invoke read")) }).await;
+        let (status, kind, www, _) = parts(ProxyError::Auth {
+            error: AuthError::Missing,
+            challenge: challenge(Some("invoke read")),
+        })
+        .await;
         assert_eq!((status, kind.as_str()), (401, "UnauthorizedException"));
         assert_eq!(
             www.unwrap(),
@@ -238,34 +298,64 @@ mod tests {
     #[tokio::test]
     async fn invalid_token_challenge() {
         let error = AuthError::Invalid("token \"signature\" is invalid".into());
-        let (status, _, www, body) = parts(ProxyError::Auth { error, challenge: challenge(None) }).await;
+        let (status, _, www, body) = parts(ProxyError::Auth {
+            error,
+            challenge: challenge(None),
+        })
+        .await;
         assert_eq!(status, 401);
         let www = www.unwrap();
-        assert!(www.starts_with(r#"Bearer error="invalid_token", error_description="token 'signature' is invalid""#), "{www}");
+        assert!(
+            www.starts_with(
+                r#"Bearer error="invalid_token", error_description="token 'signature' is invalid""#
+            ),
+            "{www}"
+        );
         assert_eq!(body["message"], "token \"signature\" is invalid");
     }
 
     #[tokio::test]
     async fn forbidden_and_insufficient_scope() {
-        let (status, kind, www, body) =
-            parts(ProxyError::Auth { error: AuthError::Denied(Denial::Client), challenge: challenge(None) }).await;
-        assert_eq!((status, kind.as_str(), www), (403, "AccessDeniedException", None));
-        assert_eq!(body["message"], "Claim 'client_id' value mismatch with configuration.");
+        let (status, kind, www, body) = parts(ProxyError::Auth {
+            error: AuthError::Denied(Denial::Client),
+            challenge: challenge(None),
+        })
+        .await;
+        assert_eq!(
+            (status, kind.as_str(), www),
+            (403, "AccessDeniedException", None)
+        );
+        assert_eq!(
+            body["message"],
+            "Claim 'client_id' value mismatch with configuration."
+        );
 
-        let (status, _, www, _) =
-            parts(ProxyError::Auth { error: AuthError::Denied(Denial::Scope), challenge: challenge(Some("invoke")) }).await;
+        let (status, _, www, _) = parts(ProxyError::Auth {
+            error: AuthError::Denied(Denial::Scope),
+            challenge: challenge(Some("invoke")),
+        })
+        .await;
         assert_eq!(status, 403);
-        assert!(www.unwrap().starts_with(r#"Bearer error="insufficient_scope", scope="invoke", resource_metadata=""#));
+        assert!(www.unwrap().starts_with(
+            r#"Bearer error="insufficient_scope", scope="invoke", resource_metadata=""#
+        ));
 
-        let (status, _, www, _) =
-            parts(ProxyError::Auth { error: AuthError::Denied(Denial::Audience), challenge: challenge(None) }).await;
+        let (status, _, www, _) = parts(ProxyError::Auth {
+            error: AuthError::Denied(Denial::Audience),
+            challenge: challenge(None),
+        })
+        .await;
         assert_eq!(status, 401);
         assert!(www.unwrap().contains("invalid_token"));
     }
 
     #[tokio::test]
     async fn unavailable_has_retry_after() {
-        let response = ProxyError::Auth { error: AuthError::Unavailable, challenge: challenge(None) }.into_response();
+        let response = ProxyError::Auth {
+            error: AuthError::Unavailable,
+            challenge: challenge(None),
+        }
+        .into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
@@ -273,13 +363,25 @@ mod tests {
 
     #[tokio::test]
     async fn other_rows() {
-        assert_eq!(parts(ProxyError::BadRequest("bad session".into())).await.1, "ValidationException");
-        assert_eq!(parts(ProxyError::HeadersTooLarge { limit: 10 }).await.0, 431);
+        assert_eq!(
+            parts(ProxyError::BadRequest("bad session".into())).await.1,
+            "ValidationException"
+        );
+        assert_eq!(
+            parts(ProxyError::HeadersTooLarge { limit: 10 }).await.0,
+            431
+        );
         assert_eq!(parts(ProxyError::BodyTooLarge { limit: 10 }).await.0, 413);
         assert_eq!(parts(ProxyError::OriginNotAllowed).await.0, 403);
-        let (status, kind, _, _) = parts(ProxyError::Upstream(UpstreamError::Timeout(std::time::Duration::from_secs(3)))).await;
+        let (status, kind, _, _) = parts(ProxyError::Upstream(UpstreamError::Timeout(
+            std::time::Duration::from_secs(3),
+        )))
+        .await;
         assert_eq!((status, kind.as_str()), (504, "GatewayTimeoutException"));
-        let (status, kind, _, _) = parts(ProxyError::Upstream(UpstreamError::Unreachable("refused".into()))).await;
+        let (status, kind, _, _) = parts(ProxyError::Upstream(UpstreamError::Unreachable(
+            "refused".into(),
+        )))
+        .await;
         assert_eq!((status, kind.as_str()), (502, "BadGatewayException"));
     }
 }

@@ -18,7 +18,10 @@ use crate::telemetry::record::RequestRecord;
 
 /// Bytes the header section occupies on the wire (name, `: `, value, CRLF per field).
 pub fn header_bytes(headers: &HeaderMap) -> u64 {
-    headers.iter().map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64).sum()
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
+        .sum()
 }
 
 /// Refuses oversized headers and declared bodies.
@@ -40,7 +43,10 @@ pub struct Limits<S> {
 
 impl<S, B> Service<Request<B>> for Limits<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -59,7 +65,11 @@ where
         let limits = &record.settings.limits;
         let header_limit = limits.max_request_header_bytes;
         if header_bytes(request.headers()) > header_limit {
-            return Box::pin(async move { Err(ProxyError::HeadersTooLarge { limit: header_limit }) });
+            return Box::pin(async move {
+                Err(ProxyError::HeadersTooLarge {
+                    limit: header_limit,
+                })
+            });
         }
         let body_limit = limits.max_request_body_bytes;
         let declared = request

@@ -12,7 +12,11 @@ use gatehouse::server::{self, Listeners};
 use gatehouse::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "gatehouse", version, about = "An authenticating edge for AI agents and MCP servers.")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An authenticating edge for AI agents and MCP servers."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,9 @@ fn main() -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     });
     let result = match cli.command {
-        Command::Serve { config, threads } => runtime(threads).and_then(|rt| rt.block_on(serve(&config))),
+        Command::Serve { config, threads } => {
+            runtime(threads).and_then(|rt| rt.block_on(serve(&config)))
+        }
         Command::Validate { config, online } => validate(&config, online),
     };
     match result {
@@ -79,7 +85,10 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 /// Loads a configuration, printing every problem as `FILE:LINE:COL: message`.
@@ -118,7 +127,11 @@ async fn serve(path: &Path) -> Result<ExitCode, String> {
     for issuer in app.wait_for_keys(Duration::from_secs(5)).await {
         tracing::warn!(issuer = %issuer.label, "no keys yet; requests for its routes get 503 until they load");
     }
-    tokio::spawn(reload_on_signal(app.clone(), path.to_owned(), startup.watch_config));
+    tokio::spawn(reload_on_signal(
+        app.clone(),
+        path.to_owned(),
+        startup.watch_config,
+    ));
     server::serve(app, startup, listeners, server::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -160,7 +173,9 @@ async fn reload_on_signal(app: Arc<App>, path: PathBuf, watch: bool) {
         }
         match app.reload(&path).await {
             Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-            Err(error) => tracing::error!(config = %path.display(), %error, "reload rejected; the running configuration stays"),
+            Err(error) => {
+                tracing::error!(config = %path.display(), %error, "reload rejected; the running configuration stays")
+            }
         }
     }
 }
@@ -175,7 +190,11 @@ fn validate(path: &Path, online: bool) -> Result<ExitCode, String> {
     }
     let rt = runtime(Some(1))?;
     let ok = rt.block_on(check_online(&loaded.config));
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `validate --online`: fetch each discovery document and JWKS once and report.

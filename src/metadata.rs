@@ -44,14 +44,22 @@ pub fn base_url(record: &RequestRecord, headers: &HeaderMap) -> String {
     };
     let host = forwarded("x-forwarded-host")
         .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)))
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
         .unwrap_or("localhost");
     format!("{scheme}://{host}")
 }
 
 /// The route path a client used to reach `route` with `request_path` (for challenges).
 pub fn resource_path(route: &Route, request_path: &str) -> String {
-    if route.prefix { route.path.clone() } else { request_path.to_owned() }
+    if route.prefix {
+        route.path.clone()
+    } else {
+        request_path.to_owned()
+    }
 }
 
 /// Answers metadata requests; everything else goes on.
@@ -73,7 +81,10 @@ pub struct Metadata<S> {
 
 impl<S, B> Service<Request<B>> for Metadata<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -86,7 +97,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(Target::Metadata { resource_path }) = request.extensions().get::<Target>().cloned() else {
+        let Some(Target::Metadata { resource_path }) =
+            request.extensions().get::<Target>().cloned()
+        else {
             return Box::pin(self.inner.call(request));
         };
         let route = request.extensions().get::<Arc<Route>>().cloned();
@@ -105,13 +118,20 @@ where
     }
 }
 
-async fn document(route: &Route, base: &str, resource_path: &str) -> Result<Response<ProxyBody>, ProxyError> {
+async fn document(
+    route: &Route,
+    base: &str,
+    resource_path: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let Some(auth) = &route.auth else {
         return Err(ProxyError::NoRoute);
     };
     let Some(keys) = auth.issuer.keys_for_request().await else {
         let challenge = crate::auth::challenge(route, base, resource_path);
-        return Err(ProxyError::Auth { error: AuthError::Unavailable, challenge: Box::new(challenge) });
+        return Err(ProxyError::Auth {
+            error: AuthError::Unavailable,
+            challenge: Box::new(challenge),
+        });
     };
     let mut doc = serde_json::json!({
         "resource": format!("{base}{resource_path}"),
@@ -123,7 +143,13 @@ async fn document(route: &Route, base: &str, resource_path: &str) -> Result<Resp
         doc["scopes_supported"] = serde_json::json!(auth.advertised_scopes);
     }
     let mut response = Response::new(ProxyBody::full(Bytes::from(doc.to_string())));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
     Ok(response)
 }

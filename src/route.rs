@@ -95,7 +95,12 @@ impl RouteTable {
             }
         }
         explicit.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-        Self { routes, by_id, explicit, default_resource }
+        Self {
+            routes,
+            by_id,
+            explicit,
+            default_resource,
+        }
     }
 
     /// The route for a request path, and whether it asks for metadata.
@@ -122,7 +127,12 @@ impl RouteTable {
             return None;
         }
         route.auth.as_ref()?;
-        Some((route, Target::Metadata { resource_path: resource_path.to_owned() }))
+        Some((
+            route,
+            Target::Metadata {
+                resource_path: resource_path.to_owned(),
+            },
+        ))
     }
 
     fn invocation(&self, path: &str) -> Option<Arc<Route>> {
@@ -139,8 +149,9 @@ impl RouteTable {
         self.explicit
             .iter()
             .find(|route| {
-                path.strip_prefix(route.path.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/'))
+                path.strip_prefix(route.path.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/')
+                })
             })
             .cloned()
     }
@@ -165,7 +176,10 @@ pub struct RouteService<S> {
 
 impl<S, B> Service<Request<B>> for RouteService<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {

@@ -56,7 +56,10 @@ impl Listeners {
     }
 
     pub fn public_addrs(&self) -> Vec<SocketAddr> {
-        self.public.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.public
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -71,7 +74,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Serves until `shutdown` resolves, then drains.
-pub async fn serve(app: Arc<App>, startup: Startup, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn serve(
+    app: Arc<App>,
+    startup: Startup,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let tls = match &startup.tls {
         Some((cert, key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
         None => None,
@@ -80,7 +88,9 @@ pub async fn serve(app: Arc<App>, startup: Startup, listeners: Listeners, shutdo
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Hyper's parser limit sits above ours so that over-limit headers within the margin get
     // the edge's JSON 431; beyond it hyper answers a bare 431.
-    let parser_limit = usize::try_from(limits.max_request_header_bytes).unwrap_or(usize::MAX).saturating_add(16 * 1024);
+    let parser_limit = usize::try_from(limits.max_request_header_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(16 * 1024);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -95,7 +105,9 @@ pub async fn serve(app: Arc<App>, startup: Startup, listeners: Listeners, shutdo
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
-    let permits = Arc::new(Semaphore::new(usize::try_from(limits.max_connections).unwrap_or(usize::MAX)));
+    let permits = Arc::new(Semaphore::new(
+        usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
+    ));
     let mut tasks = Vec::new();
     for listener in listeners.public {
         let context = AcceptContext {
@@ -106,10 +118,18 @@ pub async fn serve(app: Arc<App>, startup: Startup, listeners: Listeners, shutdo
             permits: permits.clone(),
             handshake_timeout: limits.header_read_timeout,
         };
-        tasks.push(tokio::spawn(accept_loop(listener, context, stop_rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            context,
+            stop_rx.clone(),
+        )));
     }
     if let Some(admin) = listeners.admin {
-        tasks.push(tokio::spawn(crate::admin::serve(admin, app.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::admin::serve(
+            admin,
+            app.clone(),
+            stop_rx.clone(),
+        )));
     }
 
     shutdown.await;
@@ -135,7 +155,11 @@ struct AcceptContext {
     handshake_timeout: Duration,
 }
 
-async fn accept_loop(listener: TcpListener, context: AcceptContext, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    context: AcceptContext,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let permit = tokio::select! {
             permit = context.permits.clone().acquire_owned() => match permit {
@@ -157,7 +181,10 @@ async fn accept_loop(listener: TcpListener, context: AcceptContext, mut stop: wa
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo { remote, tls: context.tls.is_some() };
+        let info = ConnInfo {
+            remote,
+            tls: context.tls.is_some(),
+        };
         let service = crate::stack::build::<Incoming>(context.app.clone());
         let hyper_service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(info);
@@ -165,7 +192,10 @@ async fn accept_loop(listener: TcpListener, context: AcceptContext, mut stop: wa
         });
         match &context.tls {
             None => {
-                let connection = context.builder.serve_connection(TokioIo::new(stream), hyper_service).into_owned();
+                let connection = context
+                    .builder
+                    .serve_connection(TokioIo::new(stream), hyper_service)
+                    .into_owned();
                 let connection = context.graceful.watch(connection);
                 tokio::spawn(async move {
                     let _ = connection.await;
@@ -183,7 +213,9 @@ async fn accept_loop(listener: TcpListener, context: AcceptContext, mut stop: wa
                         tracing::debug!(%remote, "TLS handshake failed or timed out");
                         return;
                     };
-                    let connection = builder.serve_connection(TokioIo::new(tls_stream), hyper_service).into_owned();
+                    let connection = builder
+                        .serve_connection(TokioIo::new(tls_stream), hyper_service)
+                        .into_owned();
                     let _ = graceful.watch(connection).await;
                     drop(permit);
                 });

@@ -18,7 +18,9 @@ use jsonwebtoken::Algorithm;
 use crate::auth::Authorizer;
 use crate::auth::jwks::{Issuer, IssuerConfig};
 use crate::auth::policy::{ClaimRule, Policy};
-use crate::config::file::{CorsFile, CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, RouteFile};
+use crate::config::file::{
+    CorsFile, CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, RouteFile,
+};
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::forward::{Upstream, UpstreamClients};
@@ -109,13 +111,23 @@ impl Shared {
     fn issuer(&self, url: &Uri, config: IssuerConfig) -> Arc<Issuer> {
         let key = url.to_string();
         let Ok(mut issuers) = self.issuers.lock() else {
-            return Issuer::start(url.clone(), config, self.fetcher.clone(), self.metrics.clone());
+            return Issuer::start(
+                url.clone(),
+                config,
+                self.fetcher.clone(),
+                self.metrics.clone(),
+            );
         };
         if let Some(existing) = issuers.get(&key).and_then(std::sync::Weak::upgrade) {
             existing.set_config(config);
             return existing;
         }
-        let issuer = Issuer::start(url.clone(), config, self.fetcher.clone(), self.metrics.clone());
+        let issuer = Issuer::start(
+            url.clone(),
+            config,
+            self.fetcher.clone(),
+            self.metrics.clone(),
+        );
         issuers.insert(key, Arc::downgrade(&issuer));
         issuers.retain(|_, weak| weak.strong_count() > 0);
         issuer
@@ -124,22 +136,52 @@ impl Shared {
 
 /// Compiles a validated file. Errors here are the few the validator cannot see (a listener
 /// name that does not resolve, a TLS file that vanished) and are phrased for the operator.
-pub fn compile(file: &FileConfig, base_dir: &Path, shared: &Shared) -> Result<(Startup, Settings), String> {
+pub fn compile(
+    file: &FileConfig,
+    base_dir: &Path,
+    shared: &Shared,
+) -> Result<(Startup, Settings), String> {
     let limits_file = file.limits.clone().unwrap_or_default();
     let limits = Limits {
-        max_request_header_bytes: limits_file.max_request_header_bytes.map_or(DEFAULT_MAX_HEADER_BYTES, |s| s.0),
-        max_request_body_bytes: limits_file.max_request_body_bytes.map_or(DEFAULT_MAX_BODY_BYTES, |s| s.0),
-        request_timeout: limits_file.request_timeout.map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0),
-        stream_idle_timeout: limits_file.stream_idle_timeout.map_or(DEFAULT_STREAM_IDLE_TIMEOUT, |d| d.0),
-        header_read_timeout: limits_file.header_read_timeout.map_or(DEFAULT_HEADER_READ_TIMEOUT, |d| d.0),
-        max_connections: limits_file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_request_header_bytes: limits_file
+            .max_request_header_bytes
+            .map_or(DEFAULT_MAX_HEADER_BYTES, |s| s.0),
+        max_request_body_bytes: limits_file
+            .max_request_body_bytes
+            .map_or(DEFAULT_MAX_BODY_BYTES, |s| s.0),
+        request_timeout: limits_file
+            .request_timeout
+            .map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0),
+        stream_idle_timeout: limits_file
+            .stream_idle_timeout
+            .map_or(DEFAULT_STREAM_IDLE_TIMEOUT, |d| d.0),
+        header_read_timeout: limits_file
+            .header_read_timeout
+            .map_or(DEFAULT_HEADER_READ_TIMEOUT, |d| d.0),
+        max_connections: limits_file
+            .max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
     };
     let top_jwt = file.jwt.clone().unwrap_or_default();
     let startup = Startup {
-        listeners: file.listen.0.iter().map(|l| socket_addr(l)).collect::<Result<_, _>>()?,
-        tls: file.tls.as_ref().map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
-        admin: file.admin.as_ref().map(|a| socket_addr(&a.listen)).transpose()?,
-        shutdown_grace: file.shutdown_grace_period.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+        listeners: file
+            .listen
+            .0
+            .iter()
+            .map(|l| socket_addr(l))
+            .collect::<Result<_, _>>()?,
+        tls: file
+            .tls
+            .as_ref()
+            .map(|t| (base_dir.join(&t.cert_file), base_dir.join(&t.key_file))),
+        admin: file
+            .admin
+            .as_ref()
+            .map(|a| socket_addr(&a.listen))
+            .transpose()?,
+        shutdown_grace: file
+            .shutdown_grace_period
+            .map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
         watch_config: file.watch_config.unwrap_or(false),
         token_cache_entries: top_jwt
             .verified_token_cache
@@ -171,7 +213,15 @@ pub fn compile(file: &FileConfig, base_dir: &Path, shared: &Shared) -> Result<(S
     let mut routes = Vec::new();
     let mut default_resource = None;
     for route_file in &file.routes {
-        let route = Arc::new(compile_route(route_file, file, &top_jwt, &limits, trust_forwarded, &issuers, shared)?);
+        let route = Arc::new(compile_route(
+            route_file,
+            file,
+            &top_jwt,
+            &limits,
+            trust_forwarded,
+            &issuers,
+            shared,
+        )?);
         if route_file.default_resource == Some(true) {
             default_resource = Some(route.clone());
         }
@@ -186,7 +236,10 @@ pub fn compile(file: &FileConfig, base_dir: &Path, shared: &Shared) -> Result<(S
     let telemetry = file.telemetry.clone().unwrap_or_default();
     let settings = Settings {
         routes: RouteTable::new(routes, default_resource),
-        public_url: file.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
+        public_url: file
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
         limits,
         trust_forwarded_headers: trust_forwarded,
         server_timing: telemetry.server_timing.unwrap_or(false),
@@ -206,7 +259,10 @@ fn jwt_authorizer(route: &RouteFile) -> Option<&CustomJwtAuthorizer> {
     if route.authorizer_type.as_deref() == Some("NONE") {
         return None;
     }
-    route.authorizer_configuration.as_ref().map(|c| &c.custom_jwt_authorizer)
+    route
+        .authorizer_configuration
+        .as_ref()
+        .map(|c| &c.custom_jwt_authorizer)
 }
 
 fn issuer_config(top: &JwtFile, route: Option<&JwtFile>) -> IssuerConfig {
@@ -214,10 +270,22 @@ fn issuer_config(top: &JwtFile, route: Option<&JwtFile>) -> IssuerConfig {
         route.and_then(f).or_else(|| f(top)).unwrap_or(default)
     };
     IssuerConfig {
-        refresh_interval: pick(|j| j.jwks_refresh_interval.map(|d| d.0), DEFAULT_JWKS_REFRESH),
-        min_refetch_interval: pick(|j| j.jwks_min_refetch_interval.map(|d| d.0), DEFAULT_JWKS_MIN_REFETCH),
-        max_staleness: pick(|j| j.max_key_staleness.map(|d| d.0), DEFAULT_MAX_KEY_STALENESS),
-        fetch_timeout: pick(|j| j.jwks_fetch_timeout.map(|d| d.0), DEFAULT_JWKS_FETCH_TIMEOUT),
+        refresh_interval: pick(
+            |j| j.jwks_refresh_interval.map(|d| d.0),
+            DEFAULT_JWKS_REFRESH,
+        ),
+        min_refetch_interval: pick(
+            |j| j.jwks_min_refetch_interval.map(|d| d.0),
+            DEFAULT_JWKS_MIN_REFETCH,
+        ),
+        max_staleness: pick(
+            |j| j.max_key_staleness.map(|d| d.0),
+            DEFAULT_MAX_KEY_STALENESS,
+        ),
+        fetch_timeout: pick(
+            |j| j.jwks_fetch_timeout.map(|d| d.0),
+            DEFAULT_JWKS_FETCH_TIMEOUT,
+        ),
     }
 }
 
@@ -252,14 +320,23 @@ fn compile_route(
     let auth = match jwt_authorizer(route) {
         None => None,
         Some(authorizer) => {
-            let url: Uri = authorizer.discovery_url.parse().map_err(|_| format!("route {name}: bad discoveryUrl"))?;
+            let url: Uri = authorizer
+                .discovery_url
+                .parse()
+                .map_err(|_| format!("route {name}: bad discoveryUrl"))?;
             let issuer = issuers
                 .get(&url.to_string())
                 .cloned()
                 .ok_or_else(|| format!("route {name}: issuer not prepared"))?;
             let route_jwt = route.jwt.as_ref();
-            let algorithms = match route_jwt.and_then(|j| j.algorithms.as_ref()).or(top_jwt.algorithms.as_ref()) {
-                Some(names) => names.iter().map(|n| algorithm(n)).collect::<Result<Vec<_>, _>>()?,
+            let algorithms = match route_jwt
+                .and_then(|j| j.algorithms.as_ref())
+                .or(top_jwt.algorithms.as_ref())
+            {
+                Some(names) => names
+                    .iter()
+                    .map(|n| algorithm(n))
+                    .collect::<Result<Vec<_>, _>>()?,
                 None => DEFAULT_ALGORITHMS.to_vec(),
             };
             let skew = route_jwt
@@ -270,7 +347,13 @@ fn compile_route(
                 .allowed_scopes
                 .iter()
                 .flatten()
-                .map(|s| authorizer.advertised_scope_mapping.get(s).cloned().unwrap_or_else(|| s.clone()))
+                .map(|s| {
+                    authorizer
+                        .advertised_scope_mapping
+                        .get(s)
+                        .cloned()
+                        .unwrap_or_else(|| s.clone())
+                })
                 .collect();
             Some(Authorizer {
                 issuer,
@@ -278,7 +361,12 @@ fn compile_route(
                     allowed_clients: authorizer.allowed_clients.clone(),
                     allowed_audience: authorizer.allowed_audience.clone(),
                     allowed_scopes: authorizer.allowed_scopes.clone(),
-                    custom_claims: authorizer.custom_claims.iter().flatten().map(claim_rule).collect::<Result<_, _>>()?,
+                    custom_claims: authorizer
+                        .custom_claims
+                        .iter()
+                        .flatten()
+                        .map(claim_rule)
+                        .collect::<Result<_, _>>()?,
                 },
                 algorithms,
                 clock_skew_secs: i64::try_from(skew.as_secs()).unwrap_or(i64::MAX),
@@ -290,7 +378,9 @@ fn compile_route(
 
     let allowlist = route.request_header_allowlist.clone().unwrap_or_default();
     let pairs = |map: &std::collections::BTreeMap<String, String>| {
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+        map.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
     };
     let headers = HeaderPolicy::new(
         &allowlist,
@@ -302,19 +392,39 @@ fn compile_route(
     .map_err(|e| format!("route {name}: {e}"))?;
 
     let upstream_file = route.upstream.clone().unwrap_or_default();
-    let url_text = match (&upstream_file.url, &upstream_file.urls, &upstream_file.agent_runtime_arn) {
+    let url_text = match (
+        &upstream_file.url,
+        &upstream_file.urls,
+        &upstream_file.agent_runtime_arn,
+    ) {
         (Some(url), None, None) => url.clone(),
-        (None, Some(_), None) => return Err(format!("route {name}: upstream.urls (several replicas) is not supported by this build yet")),
-        (None, None, Some(_)) => return Err(format!("route {name}: upstream.agentRuntimeArn is not supported by this build yet")),
-        _ => return Err(format!("route {name}: upstream needs exactly one of url, urls, agentRuntimeArn")),
+        (None, Some(_), None) => {
+            return Err(format!(
+                "route {name}: upstream.urls (several replicas) is not supported by this build yet"
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(format!(
+                "route {name}: upstream.agentRuntimeArn is not supported by this build yet"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "route {name}: upstream needs exactly one of url, urls, agentRuntimeArn"
+            ));
+        }
     };
-    let url: Uri = url_text.parse().map_err(|_| format!("route {name}: upstream url is not a URL"))?;
+    let url: Uri = url_text
+        .parse()
+        .map_err(|_| format!("route {name}: upstream url is not a URL"))?;
     let default_path = match protocol {
         Protocol::Http => "/invocations",
         Protocol::Mcp => "/mcp",
     };
     let client = shared.clients.get(
-        upstream_file.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+        upstream_file
+            .connect_timeout
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
         upstream_file.http2.unwrap_or(false),
     );
     let upstream = Upstream::new(
@@ -327,7 +437,11 @@ fn compile_route(
     )
     .map_err(|e| format!("route {name}: {e}"))?;
 
-    let cors = route.cors.as_ref().or(file.cors.as_ref()).map(|c| Arc::new(cors_policy(c, &allowlist)));
+    let cors = route
+        .cors
+        .as_ref()
+        .or(file.cors.as_ref())
+        .map(|c| Arc::new(cors_policy(c, &allowlist)));
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -346,7 +460,11 @@ fn compile_route(
 fn cors_policy(cors: &CorsFile, allowlist: &[String]) -> CorsPolicy {
     let mut extra = cors.allowed_headers.clone();
     extra.extend(allowlist.iter().cloned());
-    CorsPolicy::new(&cors.allowed_origins, &extra, cors.max_age.map_or(DEFAULT_CORS_MAX_AGE, |d| d.0))
+    CorsPolicy::new(
+        &cors.allowed_origins,
+        &extra,
+        cors.max_age.map_or(DEFAULT_CORS_MAX_AGE, |d| d.0),
+    )
 }
 
 fn claim_rule(claim: &CustomClaim) -> Result<ClaimRule, String> {
@@ -360,8 +478,14 @@ fn claim_rule(claim: &CustomClaim) -> Result<ClaimRule, String> {
             .ok_or_else(|| format!("custom claim {name}: matchValueString is required"))
     };
     match value.claim_match_operator.as_str() {
-        "EQUALS" => Ok(ClaimRule::Equals { value: single()?, claim: name }),
-        "CONTAINS" => Ok(ClaimRule::Contains { value: single()?, claim: name }),
+        "EQUALS" => Ok(ClaimRule::Equals {
+            value: single()?,
+            claim: name,
+        }),
+        "CONTAINS" => Ok(ClaimRule::Contains {
+            value: single()?,
+            claim: name,
+        }),
         "CONTAINS_ANY" => Ok(ClaimRule::ContainsAny {
             values: value
                 .claim_match_value

@@ -27,7 +27,12 @@ use crate::telemetry::record::{RecordBody, RecordLayer};
 
 /// Builds the stack for request bodies of type `B` (hyper's `Incoming` in the server, any
 /// body in tests).
-pub fn build<B>(app: Arc<App>) -> impl Service<Request<B>, Response = Response<RecordBody>, Error = Infallible, Future: Send> + Clone + Send + 'static
+pub fn build<B>(
+    app: Arc<App>,
+) -> impl Service<Request<B>, Response = Response<RecordBody>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,

@@ -41,9 +41,10 @@ pub fn client_config() -> Arc<ClientConfig> {
     }
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
     tracing::debug!(added, "platform certificates trusted");
-    let mut config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
+    // No ALPN here: the connector sets it from the HTTP versions it enables.
+    Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }

@@ -36,9 +36,16 @@ pub struct CachedToken {
 struct UntilExp;
 
 impl Expiry<TokenHash, Arc<CachedToken>> for UntilExp {
-    fn expire_after_create(&self, _: &TokenHash, value: &Arc<CachedToken>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &TokenHash,
+        value: &Arc<CachedToken>,
+        _: Instant,
+    ) -> Option<Duration> {
         let exp = value.claims.exp?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let left = u64::try_from(exp).unwrap_or(0).saturating_sub(now);
         Some(Duration::from_secs(left))
     }
@@ -52,7 +59,9 @@ pub struct TokenCache {
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCache").field("entries", &self.entries()).finish()
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entries())
+            .finish()
     }
 }
 
@@ -85,13 +94,18 @@ impl TokenCache {
     /// Caches a verified token unless it has no `exp` (it is never accepted then anyway).
     pub fn insert(&self, hash: TokenHash, token: Arc<CachedToken>) {
         if let Some(cache) = &self.inner
-            && token.claims.exp.is_some() {
-                cache.insert(hash, token);
-            }
+            && token.claims.exp.is_some()
+        {
+            cache.insert(hash, token);
+        }
     }
 
+    /// The number of entries, after applying pending evictions (for metrics and tests).
     pub fn entries(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |c| c.entry_count())
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 
     /// Drops every entry (used when a reload changes the cache size).

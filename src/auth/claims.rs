@@ -78,7 +78,9 @@ impl Claims {
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.clone()),
-                    _ => Err(ClaimsError("claim 'aud' must be a string or an array of strings".into())),
+                    _ => Err(ClaimsError(
+                        "claim 'aud' must be a string or an array of strings".into(),
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => {
@@ -193,7 +195,12 @@ fn numeric_date(all: &Map<String, Value>, name: &str) -> Result<Option<i64>, Cla
 pub(crate) fn unique_object(json: &[u8]) -> Result<Map<String, Value>, ClaimsError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let map = UniqueKeys::deserialize(&mut de)
-        .map_err(|e| ClaimsError(format!("token payload is not a JSON object: {}", e.classify_msg())))?
+        .map_err(|e| {
+            ClaimsError(format!(
+                "token payload is not a JSON object: {}",
+                e.classify_msg()
+            ))
+        })?
         .0;
     de.end()
         .map_err(|_| ClaimsError("token payload has trailing data".into()))?;
@@ -265,16 +272,46 @@ mod tests {
 
     #[test]
     fn wrong_types_are_rejected() {
-        assert_eq!(parse(r#"{"exp":"10"}"#).unwrap_err(), "claim 'exp' must be a number of seconds (NumericDate)");
-        assert_eq!(parse(r#"{"exp":1e300}"#).unwrap_err(), "claim 'exp' is out of range");
-        assert_eq!(parse(r#"{"nbf":-5}"#).unwrap_err(), "claim 'nbf' is out of range");
-        assert_eq!(parse(r#"{"aud":5}"#).unwrap_err(), "claim 'aud' must be a string or an array of strings");
-        assert_eq!(parse(r#"{"aud":{"a":1}}"#).unwrap_err(), "claim 'aud' must be a string or an array of strings");
-        assert_eq!(parse(r#"{"aud":[1]}"#).unwrap_err(), "claim 'aud' must be a string or an array of strings");
-        assert_eq!(parse(r#"{"scope":["a"]}"#).unwrap_err(), "claim 'scope' must be a space-delimited string");
-        assert_eq!(parse(r#"{"scp":7}"#).unwrap_err(), "claim 'scp' must be a string or an array of strings");
-        assert_eq!(parse(r#"{"iss":1}"#).unwrap_err(), "claim 'iss' must be a string");
-        assert_eq!(parse(r#"{"client_id":true}"#).unwrap_err(), "claim 'client_id' must be a string");
+        assert_eq!(
+            parse(r#"{"exp":"10"}"#).unwrap_err(),
+            "claim 'exp' must be a number of seconds (NumericDate)"
+        );
+        assert_eq!(
+            parse(r#"{"exp":1e300}"#).unwrap_err(),
+            "claim 'exp' is out of range"
+        );
+        assert_eq!(
+            parse(r#"{"nbf":-5}"#).unwrap_err(),
+            "claim 'nbf' is out of range"
+        );
+        assert_eq!(
+            parse(r#"{"aud":5}"#).unwrap_err(),
+            "claim 'aud' must be a string or an array of strings"
+        );
+        assert_eq!(
+            parse(r#"{"aud":{"a":1}}"#).unwrap_err(),
+            "claim 'aud' must be a string or an array of strings"
+        );
+        assert_eq!(
+            parse(r#"{"aud":[1]}"#).unwrap_err(),
+            "claim 'aud' must be a string or an array of strings"
+        );
+        assert_eq!(
+            parse(r#"{"scope":["a"]}"#).unwrap_err(),
+            "claim 'scope' must be a space-delimited string"
+        );
+        assert_eq!(
+            parse(r#"{"scp":7}"#).unwrap_err(),
+            "claim 'scp' must be a string or an array of strings"
+        );
+        assert_eq!(
+            parse(r#"{"iss":1}"#).unwrap_err(),
+            "claim 'iss' must be a string"
+        );
+        assert_eq!(
+            parse(r#"{"client_id":true}"#).unwrap_err(),
+            "claim 'client_id' must be a string"
+        );
     }
 
     #[test]
@@ -284,7 +321,11 @@ mod tests {
 
     #[test]
     fn duplicates_and_non_objects_are_rejected() {
-        assert!(parse(r#"{"sub":"a","sub":"b"}"#).unwrap_err().contains("duplicate member name"));
+        assert!(
+            parse(r#"{"sub":"a","sub":"b"}"#)
+                .unwrap_err()
+                .contains("duplicate member name")
+        );
         assert!(parse(r#"[1]"#).is_err());
         assert!(parse(r#"{"a":1} x"#).unwrap_err().contains("trailing"));
         assert!(parse("").is_err());
@@ -292,7 +333,9 @@ mod tests {
 
     #[test]
     fn render_for_headers() {
-        let c = parse(r#"{"g":["a","b"],"n":5,"b":true,"o":{"x":1},"s":"v","mixed":["a",{"x":1}]}"#).unwrap();
+        let c =
+            parse(r#"{"g":["a","b"],"n":5,"b":true,"o":{"x":1},"s":"v","mixed":["a",{"x":1}]}"#)
+                .unwrap();
         assert_eq!(c.render("g").as_deref(), Some("a,b"));
         assert_eq!(c.render("n").as_deref(), Some("5"));
         assert_eq!(c.render("b").as_deref(), Some("true"));

@@ -115,10 +115,17 @@ impl Fetcher {
 
     /// GETs a JSON document: 200 only, at most 1 MiB, within `timeout`. Returns the body and
     /// the `Cache-Control: max-age`, if any.
-    pub async fn get(&self, uri: &Uri, timeout: Duration) -> Result<(Bytes, Option<Duration>), FetchError> {
+    pub async fn get(
+        &self,
+        uri: &Uri,
+        timeout: Duration,
+    ) -> Result<(Bytes, Option<Duration>), FetchError> {
         let request = http::Request::get(uri.clone())
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .header(
+                http::header::USER_AGENT,
+                concat!("gatehouse/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::new())
             .map_err(|e| FetchError::Invalid(e.to_string()))?;
         let exchange = async {
@@ -143,7 +150,9 @@ impl Fetcher {
                 .collect()
                 .await
                 .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         FetchError::TooLarge
                     } else {
                         FetchError::Connect(e.to_string())
@@ -172,14 +181,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// `max-age=N` from a `Cache-Control` value; `no-cache`/`no-store` count as zero.
 fn max_age(value: &str) -> Option<Duration> {
     value.split(',').map(str::trim).find_map(|directive| {
-        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") {
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        {
             return Some(Duration::ZERO);
         }
         let (name, seconds) = directive.split_once('=')?;
         if !name.trim().eq_ignore_ascii_case("max-age") {
             return None;
         }
-        seconds.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs)
+        seconds
+            .trim()
+            .trim_matches('"')
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
     })
 }
 
@@ -212,7 +227,10 @@ fn parse_discovery(body: &[u8], discovery_url: &Uri) -> Result<Discovery, FetchE
             "discovery \"jwks_uri\" must be an https URL (http only when the discovery URL is http)".into(),
         ));
     }
-    Ok(Discovery { issuer: Arc::from(issuer), jwks_uri })
+    Ok(Discovery {
+        issuer: Arc::from(issuer),
+        jwks_uri,
+    })
 }
 
 /// State only the holder of the fetch lock touches.
@@ -247,8 +265,13 @@ pub enum Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IssuerStatus {
     Ready,
-    Loading { last_error: Option<String> },
-    Stale { age: Duration, last_error: Option<String> },
+    Loading {
+        last_error: Option<String>,
+    },
+    Stale {
+        age: Duration,
+        last_error: Option<String>,
+    },
 }
 
 /// One identity provider, shared by every route that names its discovery URL.
@@ -273,13 +296,20 @@ pub struct Issuer {
 
 impl fmt::Debug for Issuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Issuer").field("discovery_url", &self.discovery_url).finish_non_exhaustive()
+        f.debug_struct("Issuer")
+            .field("discovery_url", &self.discovery_url)
+            .finish_non_exhaustive()
     }
 }
 
 impl Issuer {
     /// Creates the issuer and starts its background refresh (which fetches right away).
-    pub fn start(discovery_url: Uri, config: IssuerConfig, fetcher: Fetcher, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn start(
+        discovery_url: Uri,
+        config: IssuerConfig,
+        fetcher: Fetcher,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let text = discovery_url.to_string();
         let label = text
             .strip_suffix("/.well-known/openid-configuration")
@@ -305,12 +335,20 @@ impl Issuer {
     }
 
     /// An issuer with fixed keys and no background refresh (benchmarks, tests, tools).
-    pub fn with_keys(issuer: &str, jwks: &[u8], config: IssuerConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, String> {
+    pub fn with_keys(
+        issuer: &str,
+        jwks: &[u8],
+        config: IssuerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
         let parsed = parse_jwks(jwks)?;
         let keys = KeySet::new(Arc::from(issuer), parsed.keys, None);
-        let discovery_url: Uri = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
-            .parse()
-            .map_err(|_| format!("issuer {issuer:?} is not a URL"))?;
+        let discovery_url: Uri = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        )
+        .parse()
+        .map_err(|_| format!("issuer {issuer:?} is not a URL"))?;
         Ok(Arc::new(Self {
             label: issuer.to_owned(),
             discovery_url,
@@ -373,7 +411,11 @@ impl Issuer {
     /// Exports the key count and age gauges.
     pub fn export_metrics(&self) {
         match self.keys.load_full() {
-            Some(keys) => self.metrics.set_jwks_state(&self.label, keys.keys.len(), keys.fetched_at.elapsed().as_secs()),
+            Some(keys) => self.metrics.set_jwks_state(
+                &self.label,
+                keys.keys.len(),
+                keys.fetched_at.elapsed().as_secs(),
+            ),
             None => self.metrics.set_jwks_state(&self.label, 0, 0),
         }
     }
@@ -381,12 +423,18 @@ impl Issuer {
     fn since_last_attempt(&self) -> Option<Duration> {
         match self.last_attempt.load(Ordering::Acquire) {
             0 => None,
-            nanos => Some(self.epoch.elapsed().saturating_sub(Duration::from_nanos(nanos))),
+            nanos => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(nanos)),
+            ),
         }
     }
 
     fn mark_attempt(&self) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.last_attempt.store(nanos, Ordering::Release);
     }
 
@@ -407,7 +455,9 @@ impl Issuer {
             }
         };
         let min_interval = self.config().min_refetch_interval;
-        let recently = self.since_last_attempt().is_some_and(|since| since < min_interval);
+        let recently = self
+            .since_last_attempt()
+            .is_some_and(|since| since < min_interval);
         if reason != Reason::Scheduled && recently {
             return;
         }
@@ -418,7 +468,10 @@ impl Issuer {
         match result {
             Ok(max_age) => {
                 if let Ok(mut schedule) = self.schedule.lock() {
-                    *schedule = Schedule { failures: 0, max_age };
+                    *schedule = Schedule {
+                        failures: 0,
+                        max_age,
+                    };
                 }
                 if let Ok(mut e) = self.last_error.lock() {
                     *e = None;
@@ -449,19 +502,27 @@ impl Issuer {
             .discovery_at
             .is_none_or(|at| at.elapsed() >= config.refresh_interval);
         if discovery_due || state.discovery.is_none() {
-            match self.fetcher.get(&self.discovery_url, config.fetch_timeout).await {
+            match self
+                .fetcher
+                .get(&self.discovery_url, config.fetch_timeout)
+                .await
+            {
                 Ok((body, _)) => match parse_discovery(&body, &self.discovery_url) {
                     Ok(discovery) => {
                         state.discovery = Some(discovery);
                         state.discovery_at = Some(Instant::now());
                     }
                     Err(e) if state.discovery.is_none() => return Err(e),
-                    Err(e) => tracing::warn!(issuer = %self.label, error = %e, "keeping the previous discovery document"),
+                    Err(e) => {
+                        tracing::warn!(issuer = %self.label, error = %e, "keeping the previous discovery document")
+                    }
                 },
                 Err(e) if state.discovery.is_none() => {
                     return Err(FetchError::Invalid(format!("discovery document: {e}")));
                 }
-                Err(e) => tracing::warn!(issuer = %self.label, error = %e, "keeping the previous discovery document"),
+                Err(e) => {
+                    tracing::warn!(issuer = %self.label, error = %e, "keeping the previous discovery document")
+                }
             }
         }
         let Some(discovery) = state.discovery.clone() else {
@@ -494,10 +555,14 @@ impl Issuer {
         let schedule = self.schedule.lock().map(|s| *s).unwrap_or_default();
         if schedule.failures > 0 {
             let exp = schedule.failures.saturating_sub(1).min(5);
-            return Duration::from_secs(1 << exp).min(MAX_BACKOFF).min(config.refresh_interval);
+            return Duration::from_secs(1 << exp)
+                .min(MAX_BACKOFF)
+                .min(config.refresh_interval);
         }
         match schedule.max_age {
-            Some(max_age) => max_age.max(config.min_refetch_interval).min(config.refresh_interval),
+            Some(max_age) => max_age
+                .max(config.min_refetch_interval)
+                .min(config.refresh_interval),
             None => config.refresh_interval,
         }
     }
@@ -505,7 +570,9 @@ impl Issuer {
 
 async fn refresh_loop(issuer: Weak<Issuer>) {
     loop {
-        let Some(strong) = issuer.upgrade() else { return };
+        let Some(strong) = issuer.upgrade() else {
+            return;
+        };
         strong.refresh(Reason::Scheduled).await;
         let delay = strong.next_delay();
         // Sleep without keeping the issuer alive: dropping the last route that uses it ends
@@ -524,9 +591,16 @@ async fn refresh_loop(issuer: Weak<Issuer>) {
 
 /// `validate --online`: fetches a discovery document and its JWKS once, without caching,
 /// and describes what was found.
-pub async fn probe(fetcher: &Fetcher, discovery_url: &str, timeout: Duration) -> Result<String, String> {
+pub async fn probe(
+    fetcher: &Fetcher,
+    discovery_url: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     let url: Uri = discovery_url.parse().map_err(|_| "not a URL".to_owned())?;
-    let (body, _) = fetcher.get(&url, timeout).await.map_err(|e| format!("discovery document: {e}"))?;
+    let (body, _) = fetcher
+        .get(&url, timeout)
+        .await
+        .map_err(|e| format!("discovery document: {e}"))?;
     let discovery = parse_discovery(&body, &url).map_err(|e| e.to_string())?;
     let (body, max_age) = fetcher
         .get(&discovery.jwks_uri, timeout)
@@ -534,7 +608,11 @@ pub async fn probe(fetcher: &Fetcher, discovery_url: &str, timeout: Duration) ->
         .map_err(|e| format!("JWKS {}: {e}", discovery.jwks_uri))?;
     let parsed = parse_jwks(&body)?;
     if parsed.keys.is_empty() {
-        return Err(format!("JWKS {} has no usable signing key ({})", discovery.jwks_uri, parsed.skipped.join("; ")));
+        return Err(format!(
+            "JWKS {} has no usable signing key ({})",
+            discovery.jwks_uri,
+            parsed.skipped.join("; ")
+        ));
     }
     let keys: Vec<String> = parsed
         .keys
@@ -563,7 +641,10 @@ mod tests {
 
     #[test]
     fn cache_control_max_age() {
-        assert_eq!(max_age("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(max_age("Max-Age = \"60\""), Some(Duration::from_secs(60)));
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("private"), None);
@@ -572,12 +653,26 @@ mod tests {
 
     #[test]
     fn discovery_documents() {
-        let url: Uri = "https://idp.example/.well-known/openid-configuration".parse().unwrap();
-        let ok = parse_discovery(br#"{"issuer":"https://idp.example","jwks_uri":"https://idp.example/keys"}"#, &url).unwrap();
+        let url: Uri = "https://idp.example/.well-known/openid-configuration"
+            .parse()
+            .unwrap();
+        let ok = parse_discovery(
+            br#"{"issuer":"https://idp.example","jwks_uri":"https://idp.example/keys"}"#,
+            &url,
+        )
+        .unwrap();
         assert_eq!(&*ok.issuer, "https://idp.example");
         assert!(parse_discovery(br#"{"jwks_uri":"https://idp.example/keys"}"#, &url).is_err());
-        assert!(parse_discovery(br#"{"issuer":"x","jwks_uri":"http://idp.example/keys"}"#, &url).is_err());
-        assert!(parse_discovery(br#"{"issuer":"x","jwks_uri":"file:///etc/passwd"}"#, &url).is_err());
+        assert!(
+            parse_discovery(
+                br#"{"issuer":"x","jwks_uri":"http://idp.example/keys"}"#,
+                &url
+            )
+            .is_err()
+        );
+        assert!(
+            parse_discovery(br#"{"issuer":"x","jwks_uri":"file:///etc/passwd"}"#, &url).is_err()
+        );
         assert!(parse_discovery(b"<html>", &url).is_err());
     }
 
@@ -589,7 +684,10 @@ mod tests {
             max_staleness: Duration::from_secs(86400),
             fetch_timeout: Duration::from_secs(5),
         };
-        let b = IssuerConfig { refresh_interval: Duration::from_secs(60), ..a };
+        let b = IssuerConfig {
+            refresh_interval: Duration::from_secs(60),
+            ..a
+        };
         assert_eq!(a.strictest(b).refresh_interval, Duration::from_secs(60));
     }
 }

@@ -110,7 +110,9 @@ pub fn parse_jwks(json: &[u8]) -> Result<ParsedJwks, String> {
             Err(reason) => {
                 let kid = entry.get("kid").and_then(Value::as_str).unwrap_or("");
                 let kid: String = kid.chars().filter(|c| !c.is_control()).take(64).collect();
-                parsed.skipped.push(format!("key #{index} (kid {kid:?}) skipped: {reason}"));
+                parsed
+                    .skipped
+                    .push(format!("key #{index} (kid {kid:?}) skipped: {reason}"));
             }
         }
     }
@@ -124,12 +126,15 @@ fn parse_key(entry: &Value) -> Result<VerifyKey, String> {
         Some(_) => return Err("its \"use\" is not \"sig\"".into()),
     }
     if let Some(ops) = &jwk.common.key_operations
-        && !ops.contains(&KeyOperations::Verify) {
-            return Err("its \"key_ops\" do not include \"verify\"".into());
-        }
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return Err("its \"key_ops\" do not include \"verify\"".into());
+    }
     let jwk_alg = match jwk.common.key_algorithm {
         None => None,
-        Some(alg) => Some(signature_alg(alg).ok_or("its \"alg\" is not an asymmetric signature algorithm")?),
+        Some(alg) => {
+            Some(signature_alg(alg).ok_or("its \"alg\" is not an asymmetric signature algorithm")?)
+        }
     };
     let kid = jwk.common.key_id.as_deref().map(Arc::from);
     let (kind, fingerprint, verifiers) = match &jwk.algorithm {
@@ -138,12 +143,19 @@ fn parse_key(entry: &Value) -> Result<VerifyKey, String> {
             let e = decode(&rsa.e, "e")?;
             let bits = bit_length(&n);
             if bits < 2048 {
-                return Err(format!("RSA key has {bits} bits; at least 2048 are required"));
+                return Err(format!(
+                    "RSA key has {bits} bits; at least 2048 are required"
+                ));
             }
             if bits > 8192 {
-                return Err(format!("RSA key has {bits} bits; at most 8192 are supported"));
+                return Err(format!(
+                    "RSA key has {bits} bits; at most 8192 are supported"
+                ));
             }
-            let components = RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() };
+            let components = RsaPublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            };
             let mut verifiers = Vec::new();
             for alg in RSA_ALGS {
                 if jwk_alg.is_some_and(|a| a != alg) {
@@ -157,13 +169,27 @@ fn parse_key(entry: &Value) -> Result<VerifyKey, String> {
             if verifiers.is_empty() {
                 return Err("its \"alg\" is not an RSA algorithm".into());
             }
-            (KeyKind::Rsa { bits }, format!("{}.{}", rsa.n, rsa.e), verifiers)
+            (
+                KeyKind::Rsa { bits },
+                format!("{}.{}", rsa.n, rsa.e),
+                verifiers,
+            )
         }
         AlgorithmParameters::EllipticCurve(ec) => {
             let (kind, alg, algorithm, width): (_, _, &'static dyn VerificationAlgorithm, _) =
                 match ec.curve {
-                    EllipticCurve::P256 => (KeyKind::EcP256, Algorithm::ES256, &signature::ECDSA_P256_SHA256_FIXED, 32),
-                    EllipticCurve::P384 => (KeyKind::EcP384, Algorithm::ES384, &signature::ECDSA_P384_SHA384_FIXED, 48),
+                    EllipticCurve::P256 => (
+                        KeyKind::EcP256,
+                        Algorithm::ES256,
+                        &signature::ECDSA_P256_SHA256_FIXED,
+                        32,
+                    ),
+                    EllipticCurve::P384 => (
+                        KeyKind::EcP384,
+                        Algorithm::ES384,
+                        &signature::ECDSA_P384_SHA384_FIXED,
+                        48,
+                    ),
                     _ => return Err("EC curve is not P-256 or P-384".into()),
                 };
             if jwk_alg.is_some_and(|a| a != alg) {
@@ -192,14 +218,24 @@ fn parse_key(entry: &Value) -> Result<VerifyKey, String> {
             let x = decode(&okp.x, "x")?;
             let parsed = ParsedPublicKey::new(&signature::ED25519, &x)
                 .map_err(|e| format!("Ed25519 key rejected: {e}"))?;
-            (KeyKind::Ed25519, okp.x.clone(), vec![(Algorithm::EdDSA, parsed)])
+            (
+                KeyKind::Ed25519,
+                okp.x.clone(),
+                vec![(Algorithm::EdDSA, parsed)],
+            )
         }
         AlgorithmParameters::OctetKey(_) => {
             return Err("symmetric (oct) keys are never used: HMAC tokens are refused".into());
         }
         _ => return Err("unsupported key type".into()),
     };
-    Ok(VerifyKey { kid, kind, jwk_alg, fingerprint, verifiers })
+    Ok(VerifyKey {
+        kid,
+        kind,
+        jwk_alg,
+        fingerprint,
+        verifiers,
+    })
 }
 
 fn decode(value: &str, member: &str) -> Result<Vec<u8>, String> {
@@ -278,7 +314,9 @@ impl KeySet {
                 previous
                     .and_then(|p| {
                         p.keys.iter().find(|old| {
-                            old.kid == key.kid && old.fingerprint == key.fingerprint && old.jwk_alg == key.jwk_alg
+                            old.kid == key.kid
+                                && old.fingerprint == key.fingerprint
+                                && old.jwk_alg == key.jwk_alg
                         })
                     })
                     .cloned()
@@ -349,8 +387,13 @@ mod tests {
 
     fn sign_rsa(pair: &RsaKeyPair, msg: &[u8]) -> Vec<u8> {
         let mut sig = vec![0; pair.public_modulus_len()];
-        pair.sign(&signature::RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), msg, &mut sig)
-            .unwrap();
+        pair.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            msg,
+            &mut sig,
+        )
+        .unwrap();
         sig
     }
 
@@ -367,7 +410,8 @@ mod tests {
         assert!(key.accepts(Algorithm::PS512));
 
         let (_, pinned) = rsa_jwk("r2", Some("PS256"));
-        let parsed = parse_jwks(serde_json::json!({"keys":[pinned]}).to_string().as_bytes()).unwrap();
+        let parsed =
+            parse_jwks(serde_json::json!({"keys":[pinned]}).to_string().as_bytes()).unwrap();
         assert!(parsed.keys[0].accepts(Algorithm::PS256));
         assert!(!parsed.keys[0].accepts(Algorithm::RS256));
     }
@@ -380,7 +424,12 @@ mod tests {
         let ec_jwk = serde_json::json!({"kty":"EC","crv":"P-256","kid":"e1","x":b64(&point[1..33]),"y":b64(&point[33..])});
         let ed = Ed25519KeyPair::generate().unwrap();
         let ed_jwk = serde_json::json!({"kty":"OKP","crv":"Ed25519","kid":"d1","x":b64(ed.public_key().as_ref())});
-        let parsed = parse_jwks(serde_json::json!({"keys":[ec_jwk, ed_jwk]}).to_string().as_bytes()).unwrap();
+        let parsed = parse_jwks(
+            serde_json::json!({"keys":[ec_jwk, ed_jwk]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
         assert_eq!(parsed.skipped, Vec::<String>::new());
         let sig = ec.sign(&rng, b"m").unwrap();
         assert!(parsed.keys[0].verify(Algorithm::ES256, b"m", sig.as_ref()));
@@ -408,7 +457,11 @@ mod tests {
         let parsed = parse_jwks(keys.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.keys.len(), 1, "{:?}", parsed.skipped);
         assert_eq!(parsed.skipped.len(), 9);
-        assert!(parsed.skipped[1].contains("1024 bits"), "{}", parsed.skipped[1]);
+        assert!(
+            parsed.skipped[1].contains("1024 bits"),
+            "{}",
+            parsed.skipped[1]
+        );
         assert!(parsed.skipped[0].contains("symmetric"));
     }
 
@@ -426,18 +479,33 @@ mod tests {
         let (_, b) = rsa_jwk("b", None);
         let parsed = parse_jwks(serde_json::json!({"keys":[a]}).to_string().as_bytes()).unwrap();
         let set = KeySet::new("iss".into(), parsed.keys, None);
-        assert!(matches!(set.find(Some("a"), Algorithm::RS256), Lookup::Found(_)));
-        assert!(matches!(set.find(Some("a"), Algorithm::ES256), Lookup::WrongAlgorithm));
-        assert!(matches!(set.find(Some("z"), Algorithm::RS256), Lookup::UnknownKid));
+        assert!(matches!(
+            set.find(Some("a"), Algorithm::RS256),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            set.find(Some("a"), Algorithm::ES256),
+            Lookup::WrongAlgorithm
+        ));
+        assert!(matches!(
+            set.find(Some("z"), Algorithm::RS256),
+            Lookup::UnknownKid
+        ));
         assert!(matches!(set.find(None, Algorithm::RS256), Lookup::Found(_)));
 
         // Two RSA keys: a token without kid matches neither ("never the first key").
         let (_, a2) = rsa_jwk("a", None);
-        let parsed = parse_jwks(serde_json::json!({"keys":[a2, b]}).to_string().as_bytes()).unwrap();
+        let parsed =
+            parse_jwks(serde_json::json!({"keys":[a2, b]}).to_string().as_bytes()).unwrap();
         let set2 = KeySet::new("iss".into(), parsed.keys, Some(&set));
-        assert!(matches!(set2.find(None, Algorithm::RS256), Lookup::NoUniqueKey));
+        assert!(matches!(
+            set2.find(None, Algorithm::RS256),
+            Lookup::NoUniqueKey
+        ));
         // "a" was re-generated with new material: a different key, so the old one is gone.
-        let Lookup::Found(old_a) = set.find(Some("a"), Algorithm::RS256) else { panic!() };
+        let Lookup::Found(old_a) = set.find(Some("a"), Algorithm::RS256) else {
+            panic!()
+        };
         assert!(!set2.contains(&old_a));
     }
 
@@ -446,7 +514,11 @@ mod tests {
         let (_, a) = rsa_jwk("a", None);
         let doc = serde_json::json!({"keys":[a]}).to_string();
         let first = KeySet::new("iss".into(), parse_jwks(doc.as_bytes()).unwrap().keys, None);
-        let second = KeySet::new("iss".into(), parse_jwks(doc.as_bytes()).unwrap().keys, Some(&first));
+        let second = KeySet::new(
+            "iss".into(),
+            parse_jwks(doc.as_bytes()).unwrap().keys,
+            Some(&first),
+        );
         assert!(Arc::ptr_eq(&first.keys[0], &second.keys[0]));
         let empty = KeySet::new("iss".into(), Vec::new(), Some(&second));
         assert!(!empty.contains(&second.keys[0]));

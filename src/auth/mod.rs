@@ -113,14 +113,19 @@ impl Authorizer {
     /// Authenticates the request's headers: the token is genuine, from this issuer, and
     /// within its validity period. Route policy is [`Self::authorize`], a separate step so the
     /// caller can record who was refused.
-    pub async fn authenticate(&self, headers: &HeaderMap, cache: &TokenCache) -> Result<Principal, AuthError> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cache: &TokenCache,
+    ) -> Result<Principal, AuthError> {
         let token = token::bearer(headers)?;
         let now = unix_now();
         let hash = cache.enabled().then(|| TokenCache::hash(token));
         if let Some(hit) = hash.as_ref().and_then(|h| cache.get(h))
-            && let Some(principal) = self.accept_cached(&hit, now)? {
-                return Ok(principal);
-            }
+            && let Some(principal) = self.accept_cached(&hit, now)?
+        {
+            return Ok(principal);
+        }
         let verified = Arc::new(self.verify(token, now).await?);
         if let Some(hash) = hash {
             cache.insert(hash, verified.clone());
@@ -136,7 +141,9 @@ impl Authorizer {
     /// The route's policy (allowed audience, clients, scopes, custom claims), checked on
     /// every request.
     pub fn authorize(&self, principal: &Principal) -> Result<(), AuthError> {
-        self.policy.check(&principal.claims).map_err(AuthError::Denied)
+        self.policy
+            .check(&principal.claims)
+            .map_err(AuthError::Denied)
     }
 
     /// A cache hit is used only if it was verified by this route's issuer with a key that is
@@ -150,19 +157,32 @@ impl Authorizer {
             return Ok(None);
         }
         if !self.algorithms.contains(&hit.alg) {
-            return Err(AuthError::Invalid("token alg is not allowed for this route".into()));
+            return Err(AuthError::Invalid(
+                "token alg is not allowed for this route".into(),
+            ));
         }
         self.check_times(&hit.claims, now)?;
-        Ok(Some(Principal { claims: hit.claims.clone(), cache_hit: true, kid: hit.key.kid.clone(), alg: hit.alg }))
+        Ok(Some(Principal {
+            claims: hit.claims.clone(),
+            cache_hit: true,
+            kid: hit.key.kid.clone(),
+            alg: hit.alg,
+        }))
     }
 
     /// The full verification of a token not in the cache.
     async fn verify(&self, token: &str, now: i64) -> Result<CachedToken, AuthError> {
         let jws = Jws::parse(token)?;
         if !self.algorithms.contains(&jws.alg) {
-            return Err(AuthError::Invalid("token alg is not allowed for this route".into()));
+            return Err(AuthError::Invalid(
+                "token alg is not allowed for this route".into(),
+            ));
         }
-        let keys = self.issuer.keys_for_request().await.ok_or(AuthError::Unavailable)?;
+        let keys = self
+            .issuer
+            .keys_for_request()
+            .await
+            .ok_or(AuthError::Unavailable)?;
         let (key, keys) = match keys.find(jws.kid.as_deref(), jws.alg) {
             Lookup::Found(key) => (key, keys),
             Lookup::UnknownKid => {
@@ -183,7 +203,12 @@ impl Authorizer {
         let claims = jws.claims().map_err(|e| AuthError::Invalid(e.into()))?;
         check_issuer(&claims, &keys)?;
         self.check_times(&claims, now)?;
-        Ok(CachedToken { issuer_id: self.issuer_id(), key, alg: jws.alg, claims: Arc::new(claims) })
+        Ok(CachedToken {
+            issuer_id: self.issuer_id(),
+            key,
+            alg: jws.alg,
+            claims: Arc::new(claims),
+        })
     }
 
     /// `exp` required and not passed, `nbf` reached, `iat` not in the future — all within the
@@ -200,7 +225,9 @@ impl Authorizer {
             return Err(AuthError::Invalid("token is not valid yet ('nbf')".into()));
         }
         if claims.iat.is_some_and(|iat| iat > now.saturating_add(skew)) {
-            return Err(AuthError::Invalid("token was issued in the future ('iat')".into()));
+            return Err(AuthError::Invalid(
+                "token was issued in the future ('iat')".into(),
+            ));
         }
         Ok(())
     }
@@ -221,7 +248,9 @@ fn lookup_error(lookup: &Lookup) -> AuthError {
         match lookup {
             Lookup::UnknownKid => "token kid is not among the issuer's keys",
             Lookup::WrongAlgorithm => "token alg does not match its key",
-            Lookup::NoUniqueKey | Lookup::Found(_) => "token has no kid and the issuer has no single key for its alg",
+            Lookup::NoUniqueKey | Lookup::Found(_) => {
+                "token has no kid and the issuer has no single key for its alg"
+            }
         }
         .into(),
     )
@@ -251,7 +280,10 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, cache: self.cache.clone() }
+        Auth {
+            inner,
+            cache: self.cache.clone(),
+        }
     }
 }
 
@@ -264,7 +296,10 @@ pub struct Auth<S> {
 
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -285,7 +320,10 @@ where
             let (Some(record), Some(route)) = (record, route) else {
                 return Err(ProxyError::NoRoute);
             };
-            let metadata = matches!(request.extensions().get::<Target>(), Some(Target::Metadata { .. }));
+            let metadata = matches!(
+                request.extensions().get::<Target>(),
+                Some(Target::Metadata { .. })
+            );
             let Some(authorizer) = route.auth.as_ref().filter(|_| !metadata) else {
                 record.set_auth(AuthRecord {
                     outcome: AuthOutcome::None,
@@ -319,11 +357,26 @@ where
                     inner.call(request).await
                 }
                 Err((error, refused)) => {
-                    let (client_id, sub) = refused.map_or((None, None), |p| (p.claims.client_id.clone(), p.claims.sub.clone()));
-                    record.set_auth(AuthRecord { outcome: error.outcome(), cache_hit: false, duration, client_id, sub });
+                    let (client_id, sub) = refused.map_or((None, None), |p| {
+                        (p.claims.client_id.clone(), p.claims.sub.clone())
+                    });
+                    record.set_auth(AuthRecord {
+                        outcome: error.outcome(),
+                        cache_hit: false,
+                        duration,
+                        client_id,
+                        sub,
+                    });
                     let base = crate::metadata::base_url(&record, request.headers());
-                    let challenge = challenge(&route, &base, &crate::metadata::resource_path(&route, request.uri().path()));
-                    Err(ProxyError::Auth { error, challenge: Box::new(challenge) })
+                    let challenge = challenge(
+                        &route,
+                        &base,
+                        &crate::metadata::resource_path(&route, request.uri().path()),
+                    );
+                    Err(ProxyError::Auth {
+                        error,
+                        challenge: Box::new(challenge),
+                    })
                 }
             }
         })

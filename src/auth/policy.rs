@@ -41,7 +41,9 @@ pub enum ClaimRule {
 impl ClaimRule {
     pub fn claim(&self) -> &str {
         match self {
-            Self::Equals { claim, .. } | Self::Contains { claim, .. } | Self::ContainsAny { claim, .. } => claim,
+            Self::Equals { claim, .. }
+            | Self::Contains { claim, .. }
+            | Self::ContainsAny { claim, .. } => claim,
         }
     }
 
@@ -49,9 +51,9 @@ impl ClaimRule {
         let value = claims.all.get(self.claim());
         match (self, value) {
             (Self::Equals { value: want, .. }, Some(Value::String(got))) => got == want,
-            (Self::Contains { value: want, .. }, Some(Value::Array(items))) => {
-                items.iter().any(|item| item.as_str() == Some(want.as_str()))
-            }
+            (Self::Contains { value: want, .. }, Some(Value::Array(items))) => items
+                .iter()
+                .any(|item| item.as_str() == Some(want.as_str())),
             (Self::ContainsAny { values, .. }, Some(Value::Array(items))) => items
                 .iter()
                 .filter_map(Value::as_str)
@@ -92,9 +94,13 @@ impl Policy {
     /// Checks every configured rule, in order: audience, client, scopes, custom claims.
     pub fn check(&self, claims: &Claims) -> Result<(), Denial> {
         if let Some(allowed) = &self.allowed_audience
-            && !claims.aud.iter().any(|aud| allowed.iter().any(|a| a == aud)) {
-                return Err(Denial::Audience);
-            }
+            && !claims
+                .aud
+                .iter()
+                .any(|aud| allowed.iter().any(|a| a == aud))
+        {
+            return Err(Denial::Audience);
+        }
         if let Some(allowed) = &self.allowed_clients {
             let client = claims.client_id.as_deref();
             if !allowed.iter().any(|a| Some(a.as_str()) == client) {
@@ -102,9 +108,10 @@ impl Policy {
             }
         }
         if let Some(allowed) = &self.allowed_scopes
-            && !claims.scopes.iter().any(|s| allowed.iter().any(|a| a == s)) {
-                return Err(Denial::Scope);
-            }
+            && !claims.scopes.iter().any(|s| allowed.iter().any(|a| a == s))
+        {
+            return Err(Denial::Scope);
+        }
         for rule in &self.custom_claims {
             if !rule.holds(claims) {
                 return Err(Denial::Claim(rule.claim().to_owned()));
@@ -133,45 +140,87 @@ mod tests {
 
     #[test]
     fn audience_any_of_token_audiences() {
-        let p = Policy { allowed_audience: strings(&["api", "other"]), ..Policy::default() };
+        let p = Policy {
+            allowed_audience: strings(&["api", "other"]),
+            ..Policy::default()
+        };
         assert_eq!(p.check(&claims(r#"{"aud":["x","other"]}"#)), Ok(()));
         assert_eq!(p.check(&claims(r#"{"aud":"api"}"#)), Ok(()));
         assert_eq!(p.check(&claims(r#"{"aud":"nope"}"#)), Err(Denial::Audience));
         assert_eq!(p.check(&claims(r#"{}"#)), Err(Denial::Audience));
         assert_eq!(p.check(&claims(r#"{"aud":[]}"#)), Err(Denial::Audience));
-        assert_eq!(Denial::Audience.message(), "Claim 'aud' value mismatch with configuration.");
+        assert_eq!(
+            Denial::Audience.message(),
+            "Claim 'aud' value mismatch with configuration."
+        );
     }
 
     #[test]
     fn client_id_only() {
-        let p = Policy { allowed_clients: strings(&["web"]), ..Policy::default() };
+        let p = Policy {
+            allowed_clients: strings(&["web"]),
+            ..Policy::default()
+        };
         assert_eq!(p.check(&claims(r#"{"client_id":"web"}"#)), Ok(()));
-        assert_eq!(p.check(&claims(r#"{"client_id":"cli"}"#)), Err(Denial::Client));
+        assert_eq!(
+            p.check(&claims(r#"{"client_id":"cli"}"#)),
+            Err(Denial::Client)
+        );
         // Cognito ID tokens carry the client in `aud`, not `client_id`: AgentCore refuses them.
         assert_eq!(p.check(&claims(r#"{"aud":"web"}"#)), Err(Denial::Client));
-        assert_eq!(p.check(&claims(r#"{"azp":"web","cid":"web"}"#)), Err(Denial::Client));
-        assert_eq!(Denial::Client.message(), "Claim 'client_id' value mismatch with configuration.");
+        assert_eq!(
+            p.check(&claims(r#"{"azp":"web","cid":"web"}"#)),
+            Err(Denial::Client)
+        );
+        assert_eq!(
+            Denial::Client.message(),
+            "Claim 'client_id' value mismatch with configuration."
+        );
     }
 
     #[test]
     fn scopes_from_scope_or_scp() {
-        let p = Policy { allowed_scopes: strings(&["invoke"]), ..Policy::default() };
+        let p = Policy {
+            allowed_scopes: strings(&["invoke"]),
+            ..Policy::default()
+        };
         assert_eq!(p.check(&claims(r#"{"scope":"read invoke"}"#)), Ok(()));
         assert_eq!(p.check(&claims(r#"{"scp":["invoke"]}"#)), Ok(()));
         assert_eq!(p.check(&claims(r#"{"scp":"read invoke"}"#)), Ok(()));
-        assert_eq!(p.check(&claims(r#"{"scope":"read invoker"}"#)), Err(Denial::Scope));
+        assert_eq!(
+            p.check(&claims(r#"{"scope":"read invoker"}"#)),
+            Err(Denial::Scope)
+        );
         assert_eq!(p.check(&claims(r#"{}"#)), Err(Denial::Scope));
-        assert_eq!(Denial::Scope.message(), "Claim 'scope' value mismatch with configuration.");
+        assert_eq!(
+            Denial::Scope.message(),
+            "Claim 'scope' value mismatch with configuration."
+        );
     }
 
     #[test]
     fn custom_claim_equals() {
-        let rule = ClaimRule::Equals { claim: "tenant".into(), value: "acme".into() };
-        let p = Policy { custom_claims: vec![rule], ..Policy::default() };
+        let rule = ClaimRule::Equals {
+            claim: "tenant".into(),
+            value: "acme".into(),
+        };
+        let p = Policy {
+            custom_claims: vec![rule],
+            ..Policy::default()
+        };
         assert_eq!(p.check(&claims(r#"{"tenant":"acme"}"#)), Ok(()));
-        assert_eq!(p.check(&claims(r#"{"tenant":"other"}"#)), Err(Denial::Claim("tenant".into())));
-        assert_eq!(p.check(&claims(r#"{"tenant":["acme"]}"#)), Err(Denial::Claim("tenant".into())));
-        assert_eq!(p.check(&claims(r#"{}"#)), Err(Denial::Claim("tenant".into())));
+        assert_eq!(
+            p.check(&claims(r#"{"tenant":"other"}"#)),
+            Err(Denial::Claim("tenant".into()))
+        );
+        assert_eq!(
+            p.check(&claims(r#"{"tenant":["acme"]}"#)),
+            Err(Denial::Claim("tenant".into()))
+        );
+        assert_eq!(
+            p.check(&claims(r#"{}"#)),
+            Err(Denial::Claim("tenant".into()))
+        );
         assert_eq!(
             Denial::Claim("tenant".into()).message(),
             "Claim 'tenant' value mismatch with configuration."
@@ -180,20 +229,47 @@ mod tests {
 
     #[test]
     fn custom_claim_contains() {
-        let rule = ClaimRule::Contains { claim: "cognito:groups".into(), value: "support".into() };
-        let p = Policy { custom_claims: vec![rule], ..Policy::default() };
-        assert_eq!(p.check(&claims(r#"{"cognito:groups":["a","support"]}"#)), Ok(()));
-        assert_eq!(p.check(&claims(r#"{"cognito:groups":["a"]}"#)), Err(Denial::Claim("cognito:groups".into())));
-        assert_eq!(p.check(&claims(r#"{"cognito:groups":"support"}"#)), Err(Denial::Claim("cognito:groups".into())));
+        let rule = ClaimRule::Contains {
+            claim: "cognito:groups".into(),
+            value: "support".into(),
+        };
+        let p = Policy {
+            custom_claims: vec![rule],
+            ..Policy::default()
+        };
+        assert_eq!(
+            p.check(&claims(r#"{"cognito:groups":["a","support"]}"#)),
+            Ok(())
+        );
+        assert_eq!(
+            p.check(&claims(r#"{"cognito:groups":["a"]}"#)),
+            Err(Denial::Claim("cognito:groups".into()))
+        );
+        assert_eq!(
+            p.check(&claims(r#"{"cognito:groups":"support"}"#)),
+            Err(Denial::Claim("cognito:groups".into()))
+        );
     }
 
     #[test]
     fn custom_claim_contains_any() {
-        let rule = ClaimRule::ContainsAny { claim: "groups".into(), values: vec!["support".into(), "admin".into()] };
-        let p = Policy { custom_claims: vec![rule], ..Policy::default() };
+        let rule = ClaimRule::ContainsAny {
+            claim: "groups".into(),
+            values: vec!["support".into(), "admin".into()],
+        };
+        let p = Policy {
+            custom_claims: vec![rule],
+            ..Policy::default()
+        };
         assert_eq!(p.check(&claims(r#"{"groups":["x","admin"]}"#)), Ok(()));
-        assert_eq!(p.check(&claims(r#"{"groups":["x",1,null]}"#)), Err(Denial::Claim("groups".into())));
-        assert_eq!(p.check(&claims(r#"{"groups":[]}"#)), Err(Denial::Claim("groups".into())));
+        assert_eq!(
+            p.check(&claims(r#"{"groups":["x",1,null]}"#)),
+            Err(Denial::Claim("groups".into()))
+        );
+        assert_eq!(
+            p.check(&claims(r#"{"groups":[]}"#)),
+            Err(Denial::Claim("groups".into()))
+        );
     }
 
     #[test]
@@ -202,15 +278,35 @@ mod tests {
             allowed_audience: strings(&["api"]),
             allowed_clients: strings(&["web"]),
             allowed_scopes: strings(&["invoke"]),
-            custom_claims: vec![ClaimRule::Equals { claim: "t".into(), value: "1".into() }],
+            custom_claims: vec![ClaimRule::Equals {
+                claim: "t".into(),
+                value: "1".into(),
+            }],
         };
         let ok = r#"{"aud":"api","client_id":"web","scope":"invoke","t":"1"}"#;
         assert_eq!(p.check(&claims(ok)), Ok(()));
-        assert_eq!(p.check(&claims(r#"{"aud":"x","client_id":"x","scope":"x","t":"x"}"#)), Err(Denial::Audience));
-        assert_eq!(p.check(&claims(r#"{"aud":"api","client_id":"x","scope":"x","t":"x"}"#)), Err(Denial::Client));
-        assert_eq!(p.check(&claims(r#"{"aud":"api","client_id":"web","scope":"x","t":"x"}"#)), Err(Denial::Scope));
         assert_eq!(
-            p.check(&claims(r#"{"aud":"api","client_id":"web","scope":"invoke","t":"x"}"#)),
+            p.check(&claims(
+                r#"{"aud":"x","client_id":"x","scope":"x","t":"x"}"#
+            )),
+            Err(Denial::Audience)
+        );
+        assert_eq!(
+            p.check(&claims(
+                r#"{"aud":"api","client_id":"x","scope":"x","t":"x"}"#
+            )),
+            Err(Denial::Client)
+        );
+        assert_eq!(
+            p.check(&claims(
+                r#"{"aud":"api","client_id":"web","scope":"x","t":"x"}"#
+            )),
+            Err(Denial::Scope)
+        );
+        assert_eq!(
+            p.check(&claims(
+                r#"{"aud":"api","client_id":"web","scope":"invoke","t":"x"}"#
+            )),
             Err(Denial::Claim("t".into()))
         );
     }

@@ -82,9 +82,9 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
 fn is_b64token(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// A compact JWS whose header has been read and checked; signature not yet verified.
@@ -104,34 +104,51 @@ impl<'a> Jws<'a> {
         let dots = token.bytes().filter(|&b| b == b'.').count();
         match dots {
             2 => {}
-            4 => return Err(TokenError::Malformed("encrypted tokens (JWE) are not accepted")),
-            _ => return Err(TokenError::Malformed("token is not a JWS in compact form (three parts)")),
+            4 => {
+                return Err(TokenError::Malformed(
+                    "encrypted tokens (JWE) are not accepted",
+                ));
+            }
+            _ => {
+                return Err(TokenError::Malformed(
+                    "token is not a JWS in compact form (three parts)",
+                ));
+            }
         }
-        let (signing_input, signature) = token
-            .rsplit_once('.')
-            .ok_or(TokenError::Malformed("token is not a JWS in compact form (three parts)"))?;
-        let (header_b64, payload) = signing_input
-            .split_once('.')
-            .ok_or(TokenError::Malformed("token is not a JWS in compact form (three parts)"))?;
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed(
+            "token is not a JWS in compact form (three parts)",
+        ))?;
+        let (header_b64, payload) = signing_input.split_once('.').ok_or(TokenError::Malformed(
+            "token is not a JWS in compact form (three parts)",
+        ))?;
         if header_b64.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(TokenError::Malformed("token has an empty part"));
         }
         let header_json = URL_SAFE_NO_PAD
             .decode(header_b64)
             .map_err(|_| TokenError::Malformed("token header is not base64url"))?;
-        let header = super::claims::unique_object(&header_json)
-            .map_err(|_| TokenError::Malformed("token header is not a JSON object with unique names"))?;
+        let header = super::claims::unique_object(&header_json).map_err(|_| {
+            TokenError::Malformed("token header is not a JSON object with unique names")
+        })?;
         if header.contains_key("enc") {
-            return Err(TokenError::Malformed("encrypted tokens (JWE) are not accepted"));
+            return Err(TokenError::Malformed(
+                "encrypted tokens (JWE) are not accepted",
+            ));
         }
         if header.contains_key("crit") {
-            return Err(TokenError::Malformed("token has a critical header parameter the edge does not support"));
+            return Err(TokenError::Malformed(
+                "token has a critical header parameter the edge does not support",
+            ));
         }
         if header.contains_key("b64") {
-            return Err(TokenError::Malformed("unencoded payloads (b64) are not accepted"));
+            return Err(TokenError::Malformed(
+                "unencoded payloads (b64) are not accepted",
+            ));
         }
         if header.contains_key("zip") {
-            return Err(TokenError::Malformed("compressed payloads (zip) are not accepted"));
+            return Err(TokenError::Malformed(
+                "compressed payloads (zip) are not accepted",
+            ));
         }
         let alg = match header.get("alg") {
             Some(Value::String(alg)) => parse_alg(alg)?,
@@ -141,10 +158,20 @@ impl<'a> Jws<'a> {
         let kid = match header.get("kid") {
             None => None,
             Some(Value::String(kid)) if is_sane_kid(kid) => Some(kid.clone()),
-            Some(Value::String(_)) => return Err(TokenError::Malformed("token header 'kid' is not a usable key id")),
+            Some(Value::String(_)) => {
+                return Err(TokenError::Malformed(
+                    "token header 'kid' is not a usable key id",
+                ));
+            }
             Some(_) => return Err(TokenError::Malformed("token header 'kid' must be a string")),
         };
-        Ok(Self { alg, kid, signing_input, payload, signature })
+        Ok(Self {
+            alg,
+            kid,
+            signing_input,
+            payload,
+            signature,
+        })
     }
 
     /// Decodes and parses the payload. Call only after the signature verified.
@@ -179,8 +206,12 @@ fn parse_alg(alg: &str) -> Result<Algorithm, TokenError> {
         "ES256" => Ok(Algorithm::ES256),
         "ES384" => Ok(Algorithm::ES384),
         "EdDSA" => Ok(Algorithm::EdDSA),
-        "HS256" | "HS384" | "HS512" => Err(TokenError::Malformed("HMAC algorithms are never accepted")),
-        _ if alg.eq_ignore_ascii_case("none") => Err(TokenError::Malformed("alg 'none' is never accepted")),
+        "HS256" | "HS384" | "HS512" => {
+            Err(TokenError::Malformed("HMAC algorithms are never accepted"))
+        }
+        _ if alg.eq_ignore_ascii_case("none") => {
+            Err(TokenError::Malformed("alg 'none' is never accepted"))
+        }
         _ => Err(TokenError::Malformed("token alg is not supported")),
     }
 }
@@ -211,7 +242,9 @@ mod tests {
         assert_eq!(bearer(&headers(&["bEaReR   a.b.c"])), Ok("a.b.c"));
         assert_eq!(
             bearer(&headers(&["Basic dXNlcjpwYXNz"])),
-            Err(TokenError::Malformed("Authorization header must use the Bearer scheme"))
+            Err(TokenError::Malformed(
+                "Authorization header must use the Bearer scheme"
+            ))
         );
         assert_eq!(
             bearer(&headers(&["Bearer a.b.c", "Bearer d.e.f"])),
@@ -220,14 +253,23 @@ mod tests {
         assert!(bearer(&headers(&["Bearer a.b.c x"])).is_err());
         assert!(bearer(&headers(&["Bearer a\"b"])).is_err());
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert_eq!(bearer(&headers(&[&huge])), Err(TokenError::Malformed("token is too large")));
+        assert_eq!(
+            bearer(&headers(&[&huge])),
+            Err(TokenError::Malformed("token is too large"))
+        );
     }
 
     #[test]
     fn non_ascii_authorization_header() {
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_bytes(b"Bearer \xff").unwrap());
-        assert_eq!(bearer(&h), Err(TokenError::Malformed("Authorization header is not ASCII")));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert_eq!(
+            bearer(&h),
+            Err(TokenError::Malformed("Authorization header is not ASCII"))
+        );
     }
 
     fn token(header: &str) -> String {
@@ -236,9 +278,14 @@ mod tests {
 
     #[test]
     fn jws_header_rules() {
-        let ok = token(r#"{"alg":"RS256","kid":"k1","typ":"JWT","jku":"https://evil","x5u":"x","jwk":{}}"#);
+        let ok = token(
+            r#"{"alg":"RS256","kid":"k1","typ":"JWT","jku":"https://evil","x5u":"x","jwk":{}}"#,
+        );
         let jws = Jws::parse(&ok).unwrap();
-        assert_eq!((jws.alg, jws.kid.as_deref()), (Algorithm::RS256, Some("k1")));
+        assert_eq!(
+            (jws.alg, jws.kid.as_deref()),
+            (Algorithm::RS256, Some("k1"))
+        );
 
         let cases: &[(&str, &str)] = &[
             (r#"{"alg":"none"}"#, "alg 'none' is never accepted"),
@@ -247,18 +294,49 @@ mod tests {
             (r#"{"alg":"ES512"}"#, "token alg is not supported"),
             (r#"{"alg":5}"#, "token header 'alg' must be a string"),
             (r#"{"kid":"x"}"#, "token header has no 'alg'"),
-            (r#"{"alg":"RS256","crit":["exp"]}"#, "token has a critical header parameter the edge does not support"),
-            (r#"{"alg":"RS256","b64":false}"#, "unencoded payloads (b64) are not accepted"),
-            (r#"{"alg":"RS256","enc":"A128GCM"}"#, "encrypted tokens (JWE) are not accepted"),
-            (r#"{"alg":"RS256","zip":"DEF"}"#, "compressed payloads (zip) are not accepted"),
-            (r#"{"alg":"RS256","alg":"none"}"#, "token header is not a JSON object with unique names"),
-            (r#"{"alg":"RS256","kid":7}"#, "token header 'kid' must be a string"),
-            (r#"{"alg":"RS256","kid":""}"#, "token header 'kid' is not a usable key id"),
-            (r#"{"alg":"RS256","kid":"a\nb"}"#, "token header 'kid' is not a usable key id"),
-            (r#"["alg"]"#, "token header is not a JSON object with unique names"),
+            (
+                r#"{"alg":"RS256","crit":["exp"]}"#,
+                "token has a critical header parameter the edge does not support",
+            ),
+            (
+                r#"{"alg":"RS256","b64":false}"#,
+                "unencoded payloads (b64) are not accepted",
+            ),
+            (
+                r#"{"alg":"RS256","enc":"A128GCM"}"#,
+                "encrypted tokens (JWE) are not accepted",
+            ),
+            (
+                r#"{"alg":"RS256","zip":"DEF"}"#,
+                "compressed payloads (zip) are not accepted",
+            ),
+            (
+                r#"{"alg":"RS256","alg":"none"}"#,
+                "token header is not a JSON object with unique names",
+            ),
+            (
+                r#"{"alg":"RS256","kid":7}"#,
+                "token header 'kid' must be a string",
+            ),
+            (
+                r#"{"alg":"RS256","kid":""}"#,
+                "token header 'kid' is not a usable key id",
+            ),
+            (
+                r#"{"alg":"RS256","kid":"a\nb"}"#,
+                "token header 'kid' is not a usable key id",
+            ),
+            (
+                r#"["alg"]"#,
+                "token header is not a JSON object with unique names",
+            ),
         ];
         for (header, message) in cases {
-            assert_eq!(Jws::parse(&token(header)).unwrap_err(), TokenError::Malformed(message), "{header}");
+            assert_eq!(
+                Jws::parse(&token(header)).unwrap_err(),
+                TokenError::Malformed(message),
+                "{header}"
+            );
         }
         let long_kid = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(10_000));
         assert!(Jws::parse(&token(&long_kid)).is_err());
@@ -274,11 +352,17 @@ mod tests {
             Jws::parse("a.b.c.d.e").unwrap_err(),
             TokenError::Malformed("encrypted tokens (JWE) are not accepted")
         );
-        assert_eq!(Jws::parse("..").unwrap_err(), TokenError::Malformed("token has an empty part"));
+        assert_eq!(
+            Jws::parse("..").unwrap_err(),
+            TokenError::Malformed("token has an empty part")
+        );
         let header = b64(r#"{"alg":"RS256"}"#);
         // Padding and the standard alphabet are not base64url.
         assert!(Jws::parse(&format!("{header}=.e30.c2ln")).is_err());
-        assert!(Jws::parse(&format!("{}.e30.c2ln", header.replace('-', "+"))).is_err() || !header.contains('-'));
+        assert!(
+            Jws::parse(&format!("{}.e30.c2ln", header.replace('-', "+"))).is_err()
+                || !header.contains('-')
+        );
     }
 
     #[test]

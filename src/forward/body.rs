@@ -55,13 +55,21 @@ pub struct RequestBody<B> {
 
 impl<B> fmt::Debug for RequestBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestBody").field("limit", &self.limit).field("seen", &self.seen).finish()
+        f.debug_struct("RequestBody")
+            .field("limit", &self.limit)
+            .field("seen", &self.seen)
+            .finish()
     }
 }
 
 impl<B> RequestBody<B> {
     pub fn new(inner: B, limit: u64, record: Option<Arc<RequestRecord>>) -> Self {
-        Self { inner, limit, seen: 0, record }
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            record,
+        }
     }
 }
 
@@ -73,7 +81,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
@@ -114,14 +125,21 @@ pub struct UpstreamBody {
 
 impl fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamBody").field("idle", &self.idle).finish_non_exhaustive()
+        f.debug_struct("UpstreamBody")
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
     }
 }
 
 impl UpstreamBody {
     /// `idle` of zero means no idle timeout.
     pub fn new(inner: Incoming, idle: Duration) -> Self {
-        Self { inner, idle, timer: None, progressed: true }
+        Self {
+            inner,
+            idle,
+            timer: None,
+            progressed: true,
+        }
     }
 }
 
@@ -129,7 +147,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -139,7 +160,9 @@ impl Body for UpstreamBody {
             Poll::Pending if this.idle.is_zero() => Poll::Pending,
             Poll::Pending => {
                 let deadline = Instant::now() + this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if this.progressed {
                     timer.as_mut().reset(deadline);
                     this.progressed = false;

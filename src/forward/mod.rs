@@ -86,7 +86,9 @@ fn build_client(connect_timeout: Duration, http2: bool) -> UpstreamClient {
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let tls = (*crate::tls::client_config()).clone();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
     let https = if http2 {
         builder.enable_http1().enable_http2().wrap_connector(http)
     } else {
@@ -130,7 +132,15 @@ impl Upstream {
         let authority = url.authority().cloned().ok_or("upstream URL has no host")?;
         let prefix = url.path().trim_end_matches('/');
         let base_path = format!("{prefix}{}", path.trim_end_matches('/'));
-        Ok(Self { scheme, authority, base_path, client, request_timeout, stream_idle_timeout, max_body_bytes })
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+            client,
+            request_timeout,
+            stream_idle_timeout,
+            max_body_bytes,
+        })
     }
 
     fn uri_for(&self, route: &Route, uri: &Uri) -> Result<Uri, ProxyError> {
@@ -151,7 +161,8 @@ impl Upstream {
         if path.is_empty() {
             path.push('/');
         }
-        let path = PathAndQuery::try_from(path).map_err(|_| ProxyError::BadRequest("Invalid request path.".into()))?;
+        let path = PathAndQuery::try_from(path)
+            .map_err(|_| ProxyError::BadRequest("Invalid request path.".into()))?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -161,7 +172,12 @@ impl Upstream {
     }
 
     /// Sends the (already enriched) request and returns the streaming response.
-    pub async fn send<B>(&self, route: &Route, request: Request<B>, record: Arc<RequestRecord>) -> Result<Response<ProxyBody>, ProxyError>
+    pub async fn send<B>(
+        &self,
+        route: &Route,
+        request: Request<B>,
+        record: Arc<RequestRecord>,
+    ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -172,30 +188,50 @@ impl Upstream {
         parts.extensions = http::Extensions::new();
         let body = RequestBody::new(body, self.max_body_bytes, Some(record.clone())).boxed_unsync();
         let started = Instant::now();
-        let sent = tokio::time::timeout(self.request_timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let sent = tokio::time::timeout(
+            self.request_timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
         let response = match sent {
-            Err(_) => return Err(ProxyError::Upstream(UpstreamError::Timeout(self.request_timeout))),
+            Err(_) => {
+                return Err(ProxyError::Upstream(UpstreamError::Timeout(
+                    self.request_timeout,
+                )));
+            }
             Ok(Err(error)) => {
                 if let Some(limit) = find_cause::<BodyTooLarge>(&error) {
                     return Err(ProxyError::BodyTooLarge { limit: limit.0 });
                 }
                 tracing::debug!(route = %route.name, error = %error_chain(&error), "upstream request failed");
-                return Err(ProxyError::Upstream(UpstreamError::Unreachable(error_chain(&error))));
+                return Err(ProxyError::Upstream(UpstreamError::Unreachable(
+                    error_chain(&error),
+                )));
             }
             Ok(Ok(response)) => response,
         };
         record.set_upstream(response.status().as_u16(), started.elapsed());
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if route.protocol == Protocol::Mcp && record.session_id().is_none()
-            && let Some(id) = parts.headers.get(crate::enrich::MCP_SESSION_HEADER.clone()).and_then(|v| v.to_str().ok()) {
-                record.set_session_id(id.to_owned());
-            }
-        Ok(Response::from_parts(parts, ProxyBody::upstream(UpstreamBody::new(body, self.stream_idle_timeout))))
+        if route.protocol == Protocol::Mcp
+            && record.session_id().is_none()
+            && let Some(id) = parts
+                .headers
+                .get(crate::enrich::MCP_SESSION_HEADER.clone())
+                .and_then(|v| v.to_str().ok())
+        {
+            record.set_session_id(id.to_owned());
+        }
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(UpstreamBody::new(body, self.stream_idle_timeout)),
+        ))
     }
 }
 
-fn find_cause<'a, E: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+fn find_cause<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
     let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<E>() {

@@ -101,14 +101,23 @@ impl AccessLog {
             .spawn(move || write_lines(receiver, out));
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the access-log writer; access log disabled");
-            return Self { sender: None, metrics };
+            return Self {
+                sender: None,
+                metrics,
+            };
         }
-        Self { sender: Some(sender), metrics }
+        Self {
+            sender: Some(sender),
+            metrics,
+        }
     }
 
     /// An access log that writes nothing.
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Self { sender: None, metrics }
+        Self {
+            sender: None,
+            metrics,
+        }
     }
 
     pub fn write(&self, line: &AccessLine<'_>) {
@@ -172,7 +181,13 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_131_545_123)), "2026-11-19T23:39:05.123Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_131_545_123)),
+            "2026-11-19T23:39:05.123Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

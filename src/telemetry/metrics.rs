@@ -18,13 +18,28 @@ use prometheus_client::registry::Registry;
 /// Token-validation latency buckets: 1µs … 100ms (SPEC §10), so a cache hit (~1µs) and an
 /// RS256/ES256 verification (~20–80µs) land in different buckets.
 const AUTH_BUCKETS: [f64; 17] = [
-    0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_075, 0.000_1,
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_075,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
 ];
 /// Request and upstream latency buckets: 100µs … 15 minutes (AgentCore's sync limit).
 const REQUEST_BUCKETS: [f64; 20] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,9 +108,12 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration: HistogramFamily<RouteLabel> = Family::new_with_constructor(request_histogram);
-        let auth_duration: HistogramFamily<AuthLabels> = Family::new_with_constructor(auth_histogram);
-        let upstream_duration: HistogramFamily<RouteLabel> = Family::new_with_constructor(request_histogram);
+        let request_duration: HistogramFamily<RouteLabel> =
+            Family::new_with_constructor(request_histogram);
+        let auth_duration: HistogramFamily<AuthLabels> =
+            Family::new_with_constructor(auth_histogram);
+        let upstream_duration: HistogramFamily<RouteLabel> =
+            Family::new_with_constructor(request_histogram);
         let active_streams = Family::<RouteLabel, Gauge>::default();
         let jwks_fetches = Family::<FetchLabels, Counter>::default();
         let jwks_keys = Family::<IssuerLabel, Gauge>::default();
@@ -132,7 +150,11 @@ impl Metrics {
             "Discovery and JWKS fetches, by issuer and result",
             jwks_fetches.clone(),
         );
-        registry.register("gatehouse_jwks_keys", "Usable keys per issuer", jwks_keys.clone());
+        registry.register(
+            "gatehouse_jwks_keys",
+            "Usable keys per issuer",
+            jwks_keys.clone(),
+        );
         registry.register(
             "gatehouse_jwks_age_seconds",
             "Age of the keys in use per issuer",
@@ -165,18 +187,22 @@ impl Metrics {
 
     /// The handles one route records into.
     pub fn route(self: &Arc<Self>, route: &str) -> RouteMetrics {
-        let label = RouteLabel { route: route.to_owned() };
+        let label = RouteLabel {
+            route: route.to_owned(),
+        };
         RouteMetrics {
             metrics: self.clone(),
             route: route.to_owned(),
             request_duration: self.request_duration.get_or_create_owned(&label),
             upstream_duration: self.upstream_duration.get_or_create_owned(&label),
-            auth_hit: self
-                .auth_duration
-                .get_or_create_owned(&AuthLabels { route: route.to_owned(), cache: "hit" }),
-            auth_miss: self
-                .auth_duration
-                .get_or_create_owned(&AuthLabels { route: route.to_owned(), cache: "miss" }),
+            auth_hit: self.auth_duration.get_or_create_owned(&AuthLabels {
+                route: route.to_owned(),
+                cache: "hit",
+            }),
+            auth_miss: self.auth_duration.get_or_create_owned(&AuthLabels {
+                route: route.to_owned(),
+                cache: "miss",
+            }),
             active_streams: self.active_streams.get_or_create_owned(&label),
             requests: Default::default(),
         }
@@ -184,18 +210,28 @@ impl Metrics {
 
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
         self.jwks_fetches
-            .get_or_create(&FetchLabels { issuer: issuer.to_owned(), result: if ok { "ok" } else { "error" } })
+            .get_or_create(&FetchLabels {
+                issuer: issuer.to_owned(),
+                result: if ok { "ok" } else { "error" },
+            })
             .inc();
     }
 
     pub fn set_jwks_state(&self, issuer: &str, keys: usize, age_seconds: u64) {
-        let label = IssuerLabel { issuer: issuer.to_owned() };
-        self.jwks_keys.get_or_create(&label).set(i64::try_from(keys).unwrap_or(i64::MAX));
-        self.jwks_age.get_or_create(&label).set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
+        let label = IssuerLabel {
+            issuer: issuer.to_owned(),
+        };
+        self.jwks_keys
+            .get_or_create(&label)
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.jwks_age
+            .get_or_create(&label)
+            .set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
     }
 
     pub fn set_token_cache_entries(&self, entries: u64) {
-        self.token_cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.token_cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus/OpenMetrics text exposition.

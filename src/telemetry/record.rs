@@ -38,7 +38,10 @@ pub struct ConnInfo {
 
 impl Default for ConnInfo {
     fn default() -> Self {
-        Self { remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), tls: false }
+        Self {
+            remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            tls: false,
+        }
     }
 }
 
@@ -136,7 +139,8 @@ impl RequestRecord {
         }
     }
     pub fn upstream_duration(&self) -> Option<Duration> {
-        self.upstream_status().map(|_| Duration::from_micros(self.upstream_duration_us.load(Ordering::Relaxed)))
+        self.upstream_status()
+            .map(|_| Duration::from_micros(self.upstream_duration_us.load(Ordering::Relaxed)))
     }
 }
 
@@ -155,7 +159,10 @@ impl RecordLayer {
 impl<S> Layer<S> for RecordLayer {
     type Service = Record<S>;
     fn layer(&self, inner: S) -> Record<S> {
-        Record { inner, app: self.app.clone() }
+        Record {
+            inner,
+            app: self.app.clone(),
+        }
     }
 }
 
@@ -171,7 +178,10 @@ static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 impl<S, B> Service<Request<B>> for Record<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     B: Send + 'static,
 {
@@ -184,7 +194,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let conn = request.extensions().get::<ConnInfo>().copied().unwrap_or_default();
+        let conn = request
+            .extensions()
+            .get::<ConnInfo>()
+            .copied()
+            .unwrap_or_default();
         let record = Arc::new(RequestRecord::new(&request, conn, self.app.settings()));
         request.extensions_mut().insert(record.clone());
         let mut inner = self.inner.clone();
@@ -194,15 +208,16 @@ where
                 Ok(response) => (response, None),
                 Err(error) => {
                     if let Some(outcome) = error.auth_outcome()
-                        && record.auth().is_none() {
-                            record.set_auth(AuthRecord {
-                                outcome,
-                                cache_hit: false,
-                                duration: Duration::ZERO,
-                                client_id: None,
-                                sub: None,
-                            });
-                        }
+                        && record.auth().is_none()
+                    {
+                        record.set_auth(AuthRecord {
+                            outcome,
+                            cache_hit: false,
+                            duration: Duration::ZERO,
+                            client_id: None,
+                            sub: None,
+                        });
+                    }
                     let reason = error.reason();
                     (error.into_response(), Some(reason))
                 }
@@ -212,13 +227,22 @@ where
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-            if streaming
-                && let Some(route) = record.route() {
-                    route.metrics.active_streams.inc();
-                }
+            if streaming && let Some(route) = record.route() {
+                route.metrics.active_streams.inc();
+            }
             let status = response.status().as_u16();
-            let finish = Finish { app, record, status, error, streaming, bytes_out: 0 };
-            Ok(response.map(|body| RecordBody { inner: body, finish: Some(finish) }))
+            let finish = Finish {
+                app,
+                record,
+                status,
+                error,
+                streaming,
+                bytes_out: 0,
+            };
+            Ok(response.map(|body| RecordBody {
+                inner: body,
+                finish: Some(finish),
+            }))
         })
     }
 }
@@ -231,9 +255,10 @@ fn decorate(response: &mut Response<ProxyBody>, record: &RequestRecord) {
     }
     if let (Some(route), Some(session)) = (record.route(), record.session_id())
         && route.protocol == crate::route::Protocol::Http
-            && let Ok(value) = HeaderValue::from_str(session) {
-                headers.insert(crate::enrich::SESSION_HEADER.clone(), value);
-            }
+        && let Ok(value) = HeaderValue::from_str(session)
+    {
+        headers.insert(crate::enrich::SESSION_HEADER.clone(), value);
+    }
     if let Some((origin, policy)) = record.cors_origin.get() {
         policy.decorate(headers, origin);
     }
@@ -241,18 +266,25 @@ fn decorate(response: &mut Response<ProxyBody>, record: &RequestRecord) {
         let mut timing = String::new();
         if let Some(auth) = record.auth().filter(|a| a.outcome != AuthOutcome::None) {
             let desc = if auth.cache_hit { "hit" } else { "miss" };
-            timing.push_str(&format!("auth;dur={:.3};desc=\"{desc}\"", auth.duration.as_secs_f64() * 1000.0));
+            timing.push_str(&format!(
+                "auth;dur={:.3};desc=\"{desc}\"",
+                auth.duration.as_secs_f64() * 1000.0
+            ));
         }
         if let Some(upstream) = record.upstream_duration() {
             if !timing.is_empty() {
                 timing.push_str(", ");
             }
-            timing.push_str(&format!("upstream;dur={:.3}", upstream.as_secs_f64() * 1000.0));
+            timing.push_str(&format!(
+                "upstream;dur={:.3}",
+                upstream.as_secs_f64() * 1000.0
+            ));
         }
         if let Ok(value) = HeaderValue::from_str(&timing)
-            && !timing.is_empty() {
-                headers.append(SERVER_TIMING.clone(), value);
-            }
+            && !timing.is_empty()
+        {
+            headers.append(SERVER_TIMING.clone(), value);
+        }
     }
 }
 
@@ -274,11 +306,20 @@ impl Finish {
         }
         let elapsed = record.started.elapsed();
         let outcome = record.auth().map_or(AuthOutcome::None, |a| a.outcome);
-        let metrics = record.route().map_or(&self.app.unmatched_metrics, |r| &r.metrics);
+        let metrics = record
+            .route()
+            .map_or(&self.app.unmatched_metrics, |r| &r.metrics);
         metrics.count_request(self.status, outcome);
         metrics.request_duration.observe(elapsed.as_secs_f64());
-        if let Some(auth) = record.auth().filter(|a| a.outcome != AuthOutcome::None && a.outcome != AuthOutcome::Missing) {
-            let histogram = if auth.cache_hit { &metrics.auth_hit } else { &metrics.auth_miss };
+        if let Some(auth) = record
+            .auth()
+            .filter(|a| a.outcome != AuthOutcome::None && a.outcome != AuthOutcome::Missing)
+        {
+            let histogram = if auth.cache_hit {
+                &metrics.auth_hit
+            } else {
+                &metrics.auth_miss
+            };
             histogram.observe(auth.duration.as_secs_f64());
         }
         if let Some(upstream) = record.upstream_duration() {
@@ -317,7 +358,10 @@ impl Body for RecordBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -326,9 +370,10 @@ impl Body for RecordBody {
                     finish.bytes_out += data.len() as u64;
                 }
                 if this.inner.is_end_stream()
-                    && let Some(finish) = this.finish.take() {
-                        finish.done(false);
-                    }
+                    && let Some(finish) = this.finish.take()
+                {
+                    finish.done(false);
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(mut finish) = this.finish.take() {

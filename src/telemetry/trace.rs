@@ -43,7 +43,11 @@ impl TraceContext {
         let parsed = headers
             .get("traceparent")
             .and_then(|v| parse_traceparent(v.as_bytes()))
-            .or_else(|| headers.get("x-amzn-trace-id").and_then(|v| parse_xray(v.as_bytes())));
+            .or_else(|| {
+                headers
+                    .get("x-amzn-trace-id")
+                    .and_then(|v| parse_xray(v.as_bytes()))
+            });
         match parsed {
             Some((trace_id, parent, sampled)) => Self {
                 trace_id,
@@ -51,11 +55,21 @@ impl TraceContext {
                 span_id,
                 upstream_span_id,
                 sampled,
-                tracestate: headers.get("traceparent").and(headers.get("tracestate")).cloned(),
+                tracestate: headers
+                    .get("traceparent")
+                    .and(headers.get("tracestate"))
+                    .cloned(),
             },
             None => {
                 rng.fill_bytes(&mut ids);
-                Self { trace_id: ids, parent_span_id: None, span_id, upstream_span_id, sampled: true, tracestate: None }
+                Self {
+                    trace_id: ids,
+                    parent_span_id: None,
+                    span_id,
+                    upstream_span_id,
+                    sampled: true,
+                    tracestate: None,
+                }
             }
         }
     }
@@ -67,7 +81,11 @@ impl TraceContext {
     /// The `traceparent` sent upstream: our client span is the upstream's parent.
     pub fn upstream_traceparent(&self) -> String {
         let flags = if self.sampled { "01" } else { "00" };
-        format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&self.upstream_span_id))
+        format!(
+            "00-{}-{}-{flags}",
+            hex(&self.trace_id),
+            hex(&self.upstream_span_id)
+        )
     }
 }
 
@@ -124,7 +142,11 @@ fn parse_xray(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
 }
 
 fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if text.len() != 2 * N
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; N];
@@ -151,7 +173,14 @@ pub fn uuid_v4() -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let h = hex(&bytes);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 #[cfg(test)]
@@ -161,7 +190,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -169,16 +201,26 @@ mod tests {
     #[test]
     fn continues_client_trace() {
         let t = TraceContext::from_headers(&headers(&[
-            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
             ("tracestate", "vendor=1"),
         ]));
         assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(t.parent_span_id, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(
+            t.parent_span_id,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         assert!(!t.sampled);
         assert_eq!(t.tracestate.as_ref().unwrap(), "vendor=1");
         let up = t.upstream_traceparent();
         assert!(up.ends_with("-00"));
-        assert_ne!(&up[36..52], "00f067aa0ba902b7", "upstream parent is the edge's span");
+        assert_ne!(
+            &up[36..52],
+            "00f067aa0ba902b7",
+            "upstream parent is the edge's span"
+        );
     }
 
     #[test]
@@ -191,7 +233,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "garbage",
         ] {
-            let t = TraceContext::from_headers(&headers(&[("traceparent", bad), ("tracestate", "a=b")]));
+            let t = TraceContext::from_headers(&headers(&[
+                ("traceparent", bad),
+                ("tracestate", "a=b"),
+            ]));
             assert!(t.parent_span_id.is_none(), "{bad}");
             assert!(t.tracestate.is_none());
         }

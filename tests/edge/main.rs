@@ -1,0 +1,11 @@
+//! In-process integration tests: the real server on port 0, an in-process issuer and a
+//! recording upstream (see `support`). Run by `cargo test`.
+#![allow(unreachable_pub)]
+
+mod errors;
+mod headers;
+mod hostile;
+mod keys;
+mod streams;
+mod support;
+mod surface;

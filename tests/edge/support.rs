@@ -1,0 +1,322 @@
+//! The in-process harness: the real server on port 0, a [`TestIssuer`] it fetches keys from,
+//! and a recording [`EchoAgent`] upstream. No outside processes.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse::app::App;
+use gatehouse::dev::{Alg, EchoAgent, MintOptions, SigningKey, TestIssuer};
+use gatehouse::server::{self, Listeners};
+use gatehouse::telemetry::access_log::AccessLog;
+use gatehouse::telemetry::metrics::Metrics;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const CLIENT: &str = "client-a";
+pub const AUDIENCE: &str = "https://agents.example.com";
+
+/// A route block requiring client `client-a` and scope `invoke`, `{discovery}` and `{agent}`
+/// filled in by [`Edge::start`].
+pub const SUPPORT_ROUTE: &str = r#"
+  - name: support
+    authorizerConfiguration:
+      customJwtAuthorizer:
+        discoveryUrl: "{discovery}"
+        allowedClients: [client-a]
+        allowedScopes: [invoke]
+    upstream: { url: "{agent}" }
+"#;
+
+/// Collects access-log lines written by the edge's writer thread.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+    pub fn lines(&self) -> Vec<Value> {
+        self.text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+    pub fn error_type(&self) -> Option<&str> {
+        self.header("x-amzn-errortype")
+    }
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// One running edge with its issuer and upstream.
+pub struct Edge {
+    pub issuer: TestIssuer,
+    pub agent: EchoAgent,
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub log: Captured,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub async fn issuer() -> TestIssuer {
+    TestIssuer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+pub async fn agent() -> EchoAgent {
+    EchoAgent::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The routes part of a config with placeholders replaced.
+pub fn fill(template: &str, issuer: &TestIssuer, agent: &EchoAgent) -> String {
+    template
+        .replace("{discovery}", &issuer.discovery_url())
+        .replace("{agent}", &agent.url())
+        .replace("{issuer}", &issuer.issuer())
+}
+
+impl Edge {
+    /// An edge with a fresh issuer and agent; `top` is prepended to `routes:` + `routes_yaml`.
+    pub async fn start(top: &str, routes_yaml: &str) -> Edge {
+        let issuer = issuer().await;
+        let agent = agent().await;
+        Self::start_with(issuer, agent, top, routes_yaml).await
+    }
+
+    pub async fn start_with(
+        issuer: TestIssuer,
+        agent: EchoAgent,
+        top: &str,
+        routes_yaml: &str,
+    ) -> Edge {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.2:0 }}\n{}\nroutes:\n{}",
+            fill(top, &issuer, &agent),
+            fill(routes_yaml, &issuer, &agent)
+        );
+        Self::from_yaml(issuer, agent, &yaml).await
+    }
+
+    pub async fn from_yaml(issuer: TestIssuer, agent: EchoAgent, yaml: &str) -> Edge {
+        let loaded =
+            gatehouse::config::load_str("test.yaml", yaml, Path::new("tests/fixtures"), &|_| None)
+                .unwrap_or_else(|e| panic!("config does not load: {e:?}\n{yaml}"));
+        let log = Captured::default();
+        let access_log = AccessLog::start(Box::new(log.clone()), Arc::new(Metrics::new()));
+        let (app, startup) = App::new(&loaded.config, &loaded.base_dir, Some(access_log)).unwrap();
+        let listeners = Listeners::bind(&startup).await.unwrap();
+        let addr = listeners.public_addrs()[0];
+        let admin = listeners.admin_addr();
+        app.wait_for_keys(Duration::from_secs(5)).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(app.clone(), startup, listeners, async {
+            let _ = stopped.await;
+        }));
+        Edge {
+            issuer,
+            agent,
+            app,
+            addr,
+            admin,
+            log,
+            stop: Some(stop),
+            task: Some(task),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A token from the issuer's current key: client `client-a`, scope `invoke`, audience
+    /// [`AUDIENCE`], one hour; `change` adjusts it.
+    pub fn token(&self, change: impl FnOnce(&mut MintOptions)) -> String {
+        let mut opts = default_claims();
+        change(&mut opts);
+        self.issuer.mint(&opts).unwrap()
+    }
+
+    pub fn valid_token(&self) -> String {
+        self.token(|_| {})
+    }
+
+    /// Sends a request; `headers` are added as given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// POST to a route's invocation path with an optional bearer token.
+    pub async fn invoke(&self, route: &str, token: Option<&str>, body: &str) -> Reply {
+        let path = format!("/runtimes/{route}/invocations");
+        match token {
+            Some(token) => {
+                let auth = format!("Bearer {token}");
+                self.send(
+                    Method::POST,
+                    &path,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    body,
+                )
+                .await
+            }
+            None => {
+                self.send(
+                    Method::POST,
+                    &path,
+                    &[("content-type", "application/json")],
+                    body,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn admin(&self, path: &str) -> Reply {
+        let admin = self.admin.expect("admin listener");
+        let request = Request::get(format!("http://{admin}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    /// Writes raw bytes on a new connection and reads until the server closes or `wait` passes.
+    pub async fn raw(&self, bytes: &[u8], wait: Duration) -> String {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Access-log lines, waiting until at least `n` were written.
+    pub async fn access_lines(&self, n: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let lines = self.log.lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.log.lines()
+    }
+
+    /// Starts the drain without waiting for it.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<Result<(), String>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().unwrap()
+    }
+}
+
+pub fn default_claims() -> MintOptions {
+    MintOptions {
+        sub: Some("user-1".into()),
+        aud: vec![AUDIENCE.into()],
+        client_id: Some(CLIENT.into()),
+        scope: Some("invoke".into()),
+        ttl: Duration::from_secs(3600),
+        ..MintOptions::default()
+    }
+}
+
+/// A key the issuer does not publish.
+pub fn stranger(alg: Alg) -> SigningKey {
+    SigningKey::generate(alg, Some("stranger".into())).unwrap()
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
