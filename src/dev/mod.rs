@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod issuer;
 pub mod keys;
+pub mod run;
 mod serve;
 
 pub use agent::{AgentOptions, Behavior, EchoAgent, Recorded};
@@ -16,4 +17,5 @@ pub use issuer::{IssuerOptions, Mode, TestIssuer};
 pub use keys::{
     Alg, DevState, DevStateError, KeyError, MintOptions, SigningKey, mint, parse_claim_arg,
 };
+pub use run::{DevOptions, dev_config};
 pub use serve::WaitTimeout;
