@@ -56,7 +56,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// or `KiB`/`MiB`/`GiB` (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: u64 = number
         .parse()
@@ -153,7 +155,11 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
-        assert!(parse_duration("30 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("30 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("s").unwrap_err().contains("number"));
         assert!(parse_duration("1e400s").is_err());
     }

@@ -1,0 +1,1 @@
+//! Every rule, with its message and location asserted.
