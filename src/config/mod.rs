@@ -15,4 +15,9 @@ mod schema;
 pub mod units;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
 pub use load::{Diagnostic, Loaded, load_path, load_str};

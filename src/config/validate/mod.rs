@@ -30,6 +30,8 @@ mod route;
 mod syntax;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_route;
 
 use syntax::{Listen, parse_http_url, parse_listen, show_duration};
 

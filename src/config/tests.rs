@@ -1,0 +1,1 @@
+//! Loader tests: hostile input, unknown keys, type errors, the example configs.
