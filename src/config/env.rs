@@ -34,13 +34,76 @@ struct Replacement {
     out_end: usize,
 }
 
-/// Maps positions in the substituted text back to the original text.
+/// Maps positions in the substituted text back to the original text, and byte offsets of
+/// the original to lines and (character) columns.
+///
+/// Every YAML node's position goes through here, so lookups must not scan the text: a
+/// hostile file can be one 4 MiB line with a hundred thousand values on it. Line starts are
+/// found by binary search, and character columns from checkpoints of the character count
+/// every [`CHECKPOINT`] bytes, so a lookup scans at most that much text.
 #[derive(Debug, Clone)]
 pub(super) struct PosMap {
     original: String,
+    original_positions: Positions,
     substituted_line_starts: Vec<usize>,
-    original_line_starts: Vec<usize>,
     replacements: Vec<Replacement>,
+}
+
+/// Line starts and character-count checkpoints of one text.
+#[derive(Debug, Clone)]
+pub(super) struct Positions {
+    line_starts: Vec<usize>,
+    /// `(byte offset, characters before it)`, every [`CHECKPOINT`] bytes.
+    checkpoints: Vec<(usize, usize)>,
+}
+
+impl Positions {
+    pub(super) fn new(text: &str) -> Self {
+        Self {
+            line_starts: line_starts(text),
+            checkpoints: checkpoints(text),
+        }
+    }
+
+    /// 1-based line and character column of byte `offset` of `text` (the text given to `new`).
+    pub(super) fn of(&self, text: &str, offset: usize) -> (u32, u32) {
+        let offset = floor_char_boundary(text, offset);
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
+        let column = self.chars_before(text, offset) - self.chars_before(text, start);
+        (to_u32(line), to_u32(column + 1))
+    }
+
+    /// Characters of `text` before byte `offset` (a char boundary).
+    fn chars_before(&self, text: &str, offset: usize) -> usize {
+        let i = self
+            .checkpoints
+            .partition_point(|&(at, _)| at <= offset)
+            .max(1);
+        let (at, count) = self.checkpoints.get(i - 1).copied().unwrap_or((0, 0));
+        count
+            + text
+                .get(at..offset)
+                .map_or(0, |between| between.chars().count())
+    }
+}
+
+/// Substitution problems reported at most.
+const MAX_ERRORS: usize = 100;
+
+/// Distance between character-count checkpoints.
+const CHECKPOINT: usize = 4096;
+
+fn checkpoints(text: &str) -> Vec<(usize, usize)> {
+    let mut points = vec![(0, 0)];
+    let mut next = CHECKPOINT;
+    for (chars, (i, _)) in text.char_indices().enumerate() {
+        if i >= next {
+            points.push((i, chars));
+            next = i + CHECKPOINT;
+        }
+    }
+    points
 }
 
 impl PosMap {
@@ -52,25 +115,30 @@ impl PosMap {
         line: usize,
         col0: usize,
     ) -> (u32, u32) {
+        let out = self.substituted_offset(substituted, line, col0);
+        self.position_of(self.original_offset(out))
+    }
+
+    /// The byte offset of a 1-based line and 0-based character column of the substituted text.
+    pub(super) fn substituted_offset(&self, substituted: &str, line: usize, col0: usize) -> usize {
         let Some(&line_start) = self.substituted_line_starts.get(line.saturating_sub(1)) else {
-            // Past the end (an error at EOF): point at the last line of the original.
-            return self.position_of(self.original.len());
+            return substituted.len();
         };
         let line_text = substituted.get(line_start..).unwrap_or("");
-        let byte_in_line = line_text
-            .char_indices()
-            .take_while(|&(_, c)| c != '\n')
-            .nth(col0)
-            .map_or_else(
-                || line_text.find('\n').unwrap_or(line_text.len()),
-                |(i, _)| i,
-            );
-        self.position_of(self.original_offset(line_start + byte_in_line))
+        line_start
+            + line_text
+                .char_indices()
+                .take_while(|&(_, c)| c != '\n')
+                .nth(col0)
+                .map_or_else(
+                    || line_text.find('\n').unwrap_or(line_text.len()),
+                    |(i, _)| i,
+                )
     }
 
     /// The original byte offset for a byte offset of the substituted text. Inside a replaced
     /// value it is the value's `${`: the operator wrote that, not the value.
-    fn original_offset(&self, out: usize) -> usize {
+    pub(super) fn original_offset(&self, out: usize) -> usize {
         let before = self.replacements.partition_point(|r| r.out_start <= out);
         match before.checked_sub(1).and_then(|i| self.replacements.get(i)) {
             None => out,
@@ -81,8 +149,17 @@ impl PosMap {
 
     /// 1-based line and character column of a byte offset of the original text.
     pub(super) fn position_of(&self, offset: usize) -> (u32, u32) {
-        position_in(&self.original, &self.original_line_starts, offset)
+        self.original_positions.of(&self.original, offset)
     }
+}
+
+/// The largest char boundary at or below `offset` (parser offsets always are; this is a guard).
+fn floor_char_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
 }
 
 /// Byte offsets at which each line starts.
@@ -92,23 +169,14 @@ fn line_starts(text: &str) -> Vec<usize> {
         .collect()
 }
 
-fn position_in(text: &str, starts: &[usize], offset: usize) -> (u32, u32) {
-    let offset = offset.min(text.len());
-    let line = starts.partition_point(|&s| s <= offset).max(1);
-    let start = starts.get(line - 1).copied().unwrap_or(0);
-    let column = text
-        .get(start..offset)
-        .map_or(0, |prefix| prefix.chars().count());
-    (to_u32(line), to_u32(column + 1))
-}
-
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// The 1-based line and column of a byte offset, for errors found before any substitution.
+/// The 1-based line and column of a byte offset, for a single error found before any
+/// substitution.
 pub(super) fn position(text: &str, offset: usize) -> (u32, u32) {
-    position_in(text, &line_starts(text), offset)
+    Positions::new(text).of(text, offset)
 }
 
 /// Substitutes every `${...}` outside full-line comments. Returns every problem, not just the
@@ -159,7 +227,13 @@ pub(super) fn substitute(text: &str, env: Lookup<'_>) -> Result<(String, PosMap)
                     out_end: out.len(),
                 });
             }
-            Err(message) => errors.push(SubstError { offset: i, message }),
+            Err(message) => {
+                errors.push(SubstError { offset: i, message });
+                // Enough to act on; a file full of them is not worth scanning further.
+                if errors.len() >= MAX_ERRORS {
+                    return Err(errors);
+                }
+            }
         }
         i += consumed;
         copied_from = i;
@@ -170,8 +244,8 @@ pub(super) fn substitute(text: &str, env: Lookup<'_>) -> Result<(String, PosMap)
     out.push_str(&text[copied_from..]);
     let map = PosMap {
         original: text.to_owned(),
+        original_positions: Positions::new(text),
         substituted_line_starts: line_starts(&out),
-        original_line_starts: line_starts(text),
         replacements,
     };
     Ok((out, map))
@@ -332,5 +406,15 @@ mod tests {
         assert_eq!(map.original_position(&out, 2, 0), (2, 1));
         assert_eq!(map.original_position(&out, 9, 0), (3, 1));
         assert_eq!(position("ab\ncé d", 7), (2, 4));
+    }
+
+    #[test]
+    fn positions_on_long_lines_use_checkpoints() {
+        let line = "é".repeat(5000) + "x";
+        let text = format!("a: 1\n{line}\n");
+        let (out, map) = substitute(&text, &env).unwrap();
+        let x = out.find('x').unwrap();
+        assert_eq!(map.position_of(map.original_offset(x)), (2, 5001));
+        assert_eq!(map.position_of(text.len()), (3, 1));
     }
 }

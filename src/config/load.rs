@@ -42,13 +42,14 @@
 //! assert!(errors[1].to_string().starts_with("edge.yaml:3:1: listen2: unknown key"));
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_saphyr::{DefaultMessageFormatter, Error as YamlError, MessageFormatter};
 
-use super::env::{self, PosMap};
+use super::env;
 use super::file::FileConfig;
 use super::locate::{Index, Pos, Seg, YPath};
 use super::schema;
@@ -154,10 +155,11 @@ pub fn load_str(
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
     let (substituted, map) = env::substitute(text, env).map_err(|errors| {
+        let positions = env::Positions::new(text);
         errors
             .into_iter()
             .map(|e| {
-                let (line, column) = env::position(text, e.offset);
+                let (line, column) = positions.of(text, e.offset);
                 Diagnostic {
                     file: file.to_owned(),
                     line,
@@ -169,7 +171,7 @@ pub fn load_str(
     })?;
 
     let index =
-        Index::build(&substituted, &map).map_err(|e| vec![diagnostic(file, e.pos, e.message)])?;
+        Index::build(&substituted, map).map_err(|e| vec![diagnostic(file, e.pos, e.message)])?;
 
     let mut errors = both_authorizer_spellings(file, &index);
     if !errors.is_empty() {
@@ -178,7 +180,7 @@ pub fn load_str(
     }
 
     let unknown = schema::unknown_keys(&index);
-    let mut reported: Vec<String> = unknown.iter().map(|u| u.path.to_string()).collect();
+    let mut reported: HashSet<String> = unknown.iter().map(|u| u.path.to_string()).collect();
     errors.extend(
         unknown
             .into_iter()
@@ -200,15 +202,18 @@ pub fn load_str(
         Ok(config) => config,
         Err(e) => {
             let path = from_track(&track.path());
-            errors.push(serde_error(file, &e, &path, &index, &substituted, &map));
+            errors.push(serde_error(file, &e, &path, &index, &substituted));
             return Err(sorted(errors));
         }
     };
 
-    // Whatever serde skipped that the tree walk did not already report.
+    // Whatever serde skipped that the tree walk did not already report (a bounded number:
+    // the walk already stops at its own limit).
     for path in ignored {
-        let shown = path.to_string();
-        if reported.contains(&shown) {
+        if reported.len() >= schema::MAX_REPORTED {
+            break;
+        }
+        if !reported.insert(path.to_string()) {
             continue;
         }
         let message = match (path.0.split_last(), path.0.len()) {
@@ -219,7 +224,6 @@ pub fn load_str(
             _ => format!("{path}: unknown key"),
         };
         errors.push(diagnostic(file, index.key_pos(&path), message));
-        reported.push(shown);
     }
 
     let report = validate::validate(&config, &index, base_dir);
@@ -230,7 +234,15 @@ pub fn load_str(
             .map(|(pos, m)| diagnostic(file, pos, m)),
     );
     if !errors.is_empty() {
-        return Err(sorted(errors));
+        let mut errors = sorted(errors);
+        if report.omitted > 0 {
+            let message = format!(
+                "{} more problems are not shown: fix the ones above and run again",
+                report.omitted
+            );
+            errors.push(diagnostic(file, Pos::START, message));
+        }
+        return Err(errors);
     }
     let warnings = report
         .warnings
@@ -274,7 +286,6 @@ fn serde_error(
     path: &YPath,
     index: &Index,
     substituted: &str,
-    map: &PosMap,
 ) -> Diagnostic {
     let inner = innermost(e);
     let mut message = DefaultMessageFormatter.format_message(inner).into_owned();
@@ -284,7 +295,7 @@ fn serde_error(
         .map(|l| {
             let line = usize::try_from(l.line()).unwrap_or(usize::MAX);
             let col0 = usize::try_from(l.column() - 1).unwrap_or(usize::MAX);
-            let (line, column) = map.original_position(substituted, line, col0);
+            let (line, column) = index.map().original_position(substituted, line, col0);
             Pos { line, column }
         });
     match inner {
@@ -292,6 +303,16 @@ fn serde_error(
             // serde-saphyr points at the mapping's last key; the mapping itself reads better.
             pos = Some(index.value_pos(path));
             message = format!("missing required key `{field}`: add it");
+        }
+        YamlError::InvalidScalar { ty, .. } => {
+            message = match *ty {
+                "floating point" => "expected a number (e.g. 0.5)".to_owned(),
+                "bool" | "boolean" => "expected true or false".to_owned(),
+                ty if ty.starts_with(['u', 'i']) => {
+                    format!("expected a whole number that fits in {ty}")
+                }
+                _ => message,
+            };
         }
         YamlError::Budget { .. }
         | YamlError::AliasReplayCounterOverflow { .. }

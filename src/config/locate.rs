@@ -95,11 +95,13 @@ pub(super) enum Kind {
     Opaque,
 }
 
+/// Positions are byte offsets into the original text, turned into lines and columns only
+/// for the few nodes a diagnostic mentions.
 #[derive(Debug)]
 pub(super) struct Node {
     /// Where the key is, for a mapping value.
-    pub(super) key: Option<Pos>,
-    pub(super) value: Pos,
+    key: Option<usize>,
+    value: usize,
     pub(super) kind: Kind,
 }
 
@@ -107,6 +109,7 @@ pub(super) struct Node {
 #[derive(Debug)]
 pub(super) struct Index {
     nodes: Vec<Node>,
+    map: PosMap,
 }
 
 /// Nodes beyond this are refused: a real configuration has a few hundred.
@@ -126,7 +129,7 @@ enum Frame {
     Map {
         node: usize,
         /// The key just read, waiting for its value.
-        pending_key: Option<(String, Pos)>,
+        pending_key: Option<(String, usize)>,
     },
     Seq {
         node: usize,
@@ -134,28 +137,33 @@ enum Frame {
     /// A mapping or sequence used as a key: skipped with its contents.
     ComplexKey {
         parent: usize,
-        key_pos: Pos,
+        key_pos: usize,
         depth: usize,
     },
 }
 
 impl Index {
     /// Indexes the first document of `text` (the substituted text; `map` turns its positions
-    /// back into the original's).
-    pub(super) fn build(text: &str, map: &PosMap) -> Result<Self, IndexError> {
+    /// back into the original's, and stays with the index for that).
+    pub(super) fn build(text: &str, map: PosMap) -> Result<Self, IndexError> {
         let options = serde_saphyr::granit_parser::options! {
             flow_nesting_limit: MAX_DEPTH,
             block_nesting_limit: MAX_DEPTH,
         };
-        let mut index = Index { nodes: Vec::new() };
-        let mut stack: Vec<Frame> = Vec::new();
-        let pos_of = |line: usize, col: usize| {
-            let (line, column) = map.original_position(text, line, col);
-            Pos { line, column }
+        let mut index = Index {
+            nodes: Vec::new(),
+            map,
         };
+        let mut stack: Vec<Frame> = Vec::new();
         for event in Parser::new_from_str_with_options(text, options) {
-            let (event, span) = event.map_err(|e| scan_error(&e, text, map))?;
-            let pos = pos_of(span.start.line(), span.start.col());
+            let (event, span) = event.map_err(|e| scan_error(&e, text, &index.map))?;
+            // String input always has byte offsets; the line/column route is a fallback.
+            let out = span.start.byte_offset().unwrap_or_else(|| {
+                index
+                    .map
+                    .substituted_offset(text, span.start.line(), span.start.col())
+            });
+            let pos = index.map.original_offset(out);
             let kind = match event {
                 Event::DocumentEnd => break,
                 Event::Scalar(value, ..) => {
@@ -230,7 +238,7 @@ impl Index {
             }
             if index.nodes.len() >= MAX_NODES {
                 return Err(IndexError {
-                    pos,
+                    pos: index.pos(pos),
                     message: format!(
                         "the file has more than {MAX_NODES} YAML values: a gatehouse configuration is far smaller; check that this is the right file"
                     ),
@@ -257,7 +265,7 @@ impl Index {
     }
 
     /// Links node `id` into its parent; returns the key position for a mapping value.
-    fn attach(&mut self, parent: Option<&mut Frame>, id: usize) -> Option<Pos> {
+    fn attach(&mut self, parent: Option<&mut Frame>, id: usize) -> Option<usize> {
         match parent {
             Some(Frame::Map { node, pending_key }) => {
                 let (key, key_pos) = pending_key.take()?;
@@ -316,16 +324,27 @@ impl Index {
 
     /// The position of the value at `path`, or of its nearest written ancestor.
     pub(super) fn value_pos(&self, path: &YPath) -> Pos {
-        self.nearest(path).map_or(Pos::START, |n| n.value)
+        self.nearest(path).map_or(Pos::START, |n| self.pos(n.value))
     }
 
     /// The position of the key of `path` (for unknown or misplaced keys), falling back like
     /// [`Self::value_pos`].
     pub(super) fn key_pos(&self, path: &YPath) -> Pos {
         match self.get(path) {
-            Some(node) => node.key.unwrap_or(node.value),
+            Some(node) => self.pos(node.key.unwrap_or(node.value)),
             None => self.value_pos(path),
         }
+    }
+
+    /// The line and column of a byte offset of the original text.
+    fn pos(&self, offset: usize) -> Pos {
+        let (line, column) = self.map.position_of(offset);
+        Pos { line, column }
+    }
+
+    /// Maps positions of the substituted text back to the original (for serde's errors).
+    pub(super) fn map(&self) -> &PosMap {
+        &self.map
     }
 
     fn nearest(&self, path: &YPath) -> Option<&Node> {
@@ -351,7 +370,7 @@ mod tests {
 
     fn index(text: &str) -> Index {
         let (out, map) = substitute(text, &|_| None).unwrap();
-        Index::build(&out, &map).unwrap()
+        Index::build(&out, map).unwrap()
     }
 
     fn at(index: &Index, path: &YPath) -> (u32, u32) {
@@ -397,7 +416,7 @@ mod tests {
     #[test]
     fn reports_syntax_errors_and_limits() {
         let (out, map) = substitute("a: [1\n", &|_| None).unwrap();
-        let err = Index::build(&out, &map).unwrap_err();
+        let err = Index::build(&out, map).unwrap_err();
         assert!(
             err.message.starts_with("YAML syntax error"),
             "{}",
@@ -405,6 +424,6 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let (out, map) = substitute(&deep, &|_| None).unwrap();
-        assert!(Index::build(&out, &map).is_err());
+        assert!(Index::build(&out, map).is_err());
     }
 }

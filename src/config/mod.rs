@@ -20,4 +20,4 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
-pub use load::{Diagnostic, Loaded, load_path, load_str};
+pub use load::{Diagnostic, Loaded, MAX_CONFIG_BYTES, load_path, load_str};

@@ -43,6 +43,28 @@ pub(super) enum Struct {
     SessionBinding,
 }
 
+/// Every struct, for tests that go through all of them.
+#[cfg(test)]
+pub(super) const ALL: [Struct; 17] = [
+    Struct::Root,
+    Struct::Tls,
+    Struct::Admin,
+    Struct::Limits,
+    Struct::Jwt,
+    Struct::TokenCache,
+    Struct::Telemetry,
+    Struct::Otlp,
+    Struct::Cors,
+    Struct::Route,
+    Struct::AuthorizerConfiguration,
+    Struct::CustomJwt,
+    Struct::CustomClaim,
+    Struct::ClaimMatchValue,
+    Struct::ClaimMatchValueUnion,
+    Struct::Upstream,
+    Struct::SessionBinding,
+];
+
 /// What a key holds, as far as unknown keys are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -145,7 +167,11 @@ pub(super) struct UnknownKey {
     pub(super) message: String,
 }
 
-/// Walks the whole document and returns every unknown key, in file order.
+/// Unknown keys reported at most: past that, the file is not a gatehouse configuration.
+pub(super) const MAX_REPORTED: usize = 500;
+
+/// Walks the whole document and returns every unknown key (up to [`MAX_REPORTED`]), in file
+/// order.
 pub(super) fn unknown_keys(index: &Index) -> Vec<UnknownKey> {
     let mut found = Vec::new();
     if let Some(root) = index.root() {
@@ -176,7 +202,7 @@ fn walk(index: &Index, node: &Node, shape: Shape, path: &YPath, found: &mut Vec<
                 }
                 if known.contains(&key.as_str()) {
                     walk(index, child_node, child(s, key), &child_path, found);
-                } else {
+                } else if found.len() < MAX_REPORTED {
                     let message = unknown_key_message(&child_path, key, known);
                     found.push(UnknownKey {
                         path: child_path,
@@ -195,6 +221,37 @@ fn walk(index: &Index, node: &Node, shape: Shape, path: &YPath, found: &mut Vec<
         // Anything else is either free-form or a type error serde will report.
         _ => {}
     }
+}
+
+/// Every (struct, known key) the document writes; for the test that `config/full.yaml`
+/// shows every key.
+#[cfg(test)]
+pub(super) fn keys_written(index: &Index) -> Vec<(Struct, String)> {
+    fn collect(index: &Index, node: &Node, shape: Shape, out: &mut Vec<(Struct, String)>) {
+        match (shape, &node.kind) {
+            (Shape::Struct(s), Kind::Map(entries)) => {
+                for (key, id) in entries {
+                    if let Some(child_node) = index.node(*id) {
+                        out.push((s, key.clone()));
+                        collect(index, child_node, child(s, key), out);
+                    }
+                }
+            }
+            (Shape::SeqOf(s), Kind::Seq(items)) => {
+                for id in items {
+                    if let Some(item) = index.node(*id) {
+                        collect(index, item, Shape::Struct(s), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(root) = index.root() {
+        collect(index, root, Shape::Struct(Struct::Root), &mut out);
+    }
+    out
 }
 
 /// `routes[1].upstream.uri: unknown key (expected one of: url, urls, ...); did you mean "url"?`
@@ -282,25 +339,7 @@ mod tests {
             fields(Struct::AuthorizerConfiguration),
             ["customJWTAuthorizer", "customJwtAuthorizer"]
         );
-        for s in [
-            Struct::Root,
-            Struct::Tls,
-            Struct::Admin,
-            Struct::Limits,
-            Struct::Jwt,
-            Struct::TokenCache,
-            Struct::Telemetry,
-            Struct::Otlp,
-            Struct::Cors,
-            Struct::Route,
-            Struct::AuthorizerConfiguration,
-            Struct::CustomJwt,
-            Struct::CustomClaim,
-            Struct::ClaimMatchValue,
-            Struct::ClaimMatchValueUnion,
-            Struct::Upstream,
-            Struct::SessionBinding,
-        ] {
+        for s in ALL {
             assert!(!fields(s).is_empty(), "{s:?}");
         }
     }

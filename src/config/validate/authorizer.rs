@@ -154,7 +154,7 @@ fn check_scope_mapping(ctx: &mut Ctx<'_>, path: &YPath, a: &CustomJwtAuthorizer)
             ),
         );
     }
-    let allowed = a.allowed_scopes.as_deref().unwrap_or(&[]);
+    let allowed: std::collections::HashSet<&String> = a.allowed_scopes.iter().flatten().collect();
     for (scope, advertised) in mapping {
         let at = map_path.key(scope);
         if !allowed.contains(scope) {

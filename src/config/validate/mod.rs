@@ -12,6 +12,7 @@
 //! routes, [`authorizer`] the pasted `customJwtAuthorizer`, [`headers`] header-name rules and
 //! [`syntax`] the small parsers (listen addresses, URLs, origins, ARNs).
 
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::io::Read;
 use std::path::Path;
@@ -31,6 +32,8 @@ mod syntax;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_authorizer;
+#[cfg(test)]
 mod tests_route;
 
 use syntax::{Listen, parse_http_url, parse_listen, show_duration};
@@ -40,6 +43,8 @@ use syntax::{Listen, parse_http_url, parse_listen, show_duration};
 pub(super) struct Report {
     pub(super) errors: Vec<(Pos, String)>,
     pub(super) warnings: Vec<(Pos, String)>,
+    /// Errors beyond [`MAX_ERRORS`], not reported.
+    pub(super) omitted: usize,
 }
 
 /// What the rules need besides the config: where things are, and where relative paths start.
@@ -49,20 +54,42 @@ struct Ctx<'a> {
     report: Report,
 }
 
+/// Errors reported at most; the rest are counted. Fixing the first few hundred comes first,
+/// and a hostile file should not make locating them expensive.
+pub(crate) const MAX_ERRORS: usize = 500;
+
 impl Ctx<'_> {
     /// A problem with the value at `path`.
     fn error(&mut self, path: &YPath, message: impl Display) {
+        if self.full() {
+            return;
+        }
         let pos = self.index.value_pos(path);
         self.report.errors.push((pos, format!("{path}: {message}")));
     }
 
     /// A problem with the key itself (it should not be there).
     fn error_at_key(&mut self, path: &YPath, message: impl Display) {
+        if self.full() {
+            return;
+        }
         let pos = self.index.key_pos(path);
         self.report.errors.push((pos, format!("{path}: {message}")));
     }
 
+    /// Whether the report is full; counts what it leaves out.
+    fn full(&mut self) -> bool {
+        let full = self.report.errors.len() >= MAX_ERRORS;
+        if full {
+            self.report.omitted += 1;
+        }
+        full
+    }
+
     fn warn(&mut self, path: &YPath, message: impl Display) {
+        if self.report.warnings.len() >= MAX_ERRORS {
+            return;
+        }
         let pos = self.index.key_pos(path);
         self.report
             .warnings
@@ -123,6 +150,8 @@ pub(super) fn validate(config: &FileConfig, index: &Index, base_dir: &Path) -> R
     ctx.report
 }
 
+const MAX_LISTENERS: usize = 64;
+
 /// Every public listener that parsed, with its text; duplicates are reported here.
 fn check_listen(ctx: &mut Ctx<'_>, config: &FileConfig) -> Vec<(Listen, String)> {
     let path = YPath::root().key("listen");
@@ -131,6 +160,17 @@ fn check_listen(ctx: &mut Ctx<'_>, config: &FileConfig) -> Vec<(Listen, String)>
         ctx.error(
             &path,
             "at least one listener is required: add listen: 0.0.0.0:8080 (or a list of addresses)",
+        );
+        return seen;
+    }
+    // Overlaps are checked pairwise; a real edge has a handful of listeners.
+    if config.listen.0.len() > MAX_LISTENERS {
+        ctx.error(
+            &path,
+            format!(
+                "has {} listeners; at most {MAX_LISTENERS} are supported: listen on 0.0.0.0 or [::] instead of each address",
+                config.listen.0.len()
+            ),
         );
         return seen;
     }
@@ -368,6 +408,7 @@ fn check_algorithms(ctx: &mut Ctx<'_>, path: &YPath, algorithms: &[String]) {
         );
         return;
     }
+    let mut seen = HashSet::new();
     for (i, alg) in algorithms.iter().enumerate() {
         let item = path.index(i);
         let upper = alg.to_ascii_uppercase();
@@ -385,7 +426,7 @@ fn check_algorithms(ctx: &mut Ctx<'_>, path: &YPath, algorithms: &[String]) {
                 ),
             };
             ctx.error(&item, message);
-        } else if algorithms[..i].contains(alg) {
+        } else if !seen.insert(alg) {
             ctx.error(&item, format!("{alg} is listed twice: remove one"));
         }
     }
@@ -454,6 +495,7 @@ fn check_telemetry(ctx: &mut Ctx<'_>, path: &YPath, telemetry: &TelemetryFile) {
 fn check_cors(ctx: &mut Ctx<'_>, path: &YPath, cors: &CorsFile) {
     let origins = path.key("allowedOrigins");
     let any = cors.allowed_origins.iter().any(|o| o == "*");
+    let mut seen = HashSet::new();
     for (i, origin) in cors.allowed_origins.iter().enumerate() {
         let item = origins.index(i);
         if origin == "*" {
@@ -466,7 +508,7 @@ fn check_cors(ctx: &mut Ctx<'_>, path: &YPath, cors: &CorsFile) {
             );
         } else if let Err(e) = syntax::check_origin(origin) {
             ctx.error(&item, e);
-        } else if cors.allowed_origins[..i].contains(origin) {
+        } else if !seen.insert(origin) {
             ctx.error(&item, format!("{origin} is listed twice: remove one"));
         }
     }

@@ -1,6 +1,7 @@
 //! Rules for one route (name, path, authorizer type, header policy, claim mappings, upstream)
 //! and across routes (unique names and paths, one default resource).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::super::defaults::{arn_alias_path, route_path};
@@ -28,9 +29,10 @@ pub(super) fn check_routes(ctx: &mut Ctx<'_>, config: &FileConfig) {
         );
         return;
     }
-    // (normalized path, route index) of every path a route answers on.
-    let mut paths: Vec<(String, usize)> = Vec::new();
-    let mut names: Vec<(&str, usize)> = Vec::new();
+    // Normalized path -> the route answering on it; name -> route. Maps, not lists: a file
+    // can hold thousands of routes.
+    let mut paths: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<&str, usize> = HashMap::new();
     let mut default_resource: Option<usize> = None;
     for (i, route) in config.routes.iter().enumerate() {
         let path = routes_path.index(i);
@@ -101,7 +103,7 @@ fn check_name<'c>(
     ctx: &mut Ctx<'_>,
     path: &YPath,
     route: &'c RouteFile,
-    names: &mut Vec<(&'c str, usize)>,
+    names: &mut HashMap<&'c str, usize>,
     i: usize,
 ) -> bool {
     let name_path = path.key("name");
@@ -121,7 +123,7 @@ fn check_name<'c>(
             ),
         );
     }
-    if let Some((_, first)) = names.iter().find(|(n, _)| *n == route.name) {
+    if let Some(first) = names.get(route.name.as_str()) {
         ctx.error(
             &name_path,
             format!(
@@ -131,7 +133,7 @@ fn check_name<'c>(
         );
         return true;
     }
-    names.push((&route.name, i));
+    names.insert(&route.name, i);
     false
 }
 
@@ -146,7 +148,7 @@ fn is_route_name(name: &str) -> bool {
 /// Records that route `i` answers on `p`, reporting a clash with an earlier route.
 fn claim_path(
     ctx: &mut Ctx<'_>,
-    paths: &mut Vec<(String, usize)>,
+    paths: &mut HashMap<String, usize>,
     config: &FileConfig,
     i: usize,
     p: &str,
@@ -158,9 +160,9 @@ fn claim_path(
         "" => "/".to_owned(),
         trimmed => trimmed.to_owned(),
     };
-    match paths.iter().find(|(q, _)| *q == normalized) {
-        Some((_, j)) if *j == i => {}
-        Some((_, j)) => {
+    match paths.get(&normalized) {
+        Some(j) if *j == i => {}
+        Some(j) => {
             let fix = if what == "default path" {
                 "give one of them an explicit path"
             } else {
@@ -174,7 +176,9 @@ fn claim_path(
                 ),
             );
         }
-        None => paths.push((normalized, i)),
+        None => {
+            paths.insert(normalized, i);
+        }
     }
 }
 
@@ -338,12 +342,13 @@ fn check_allowlist(ctx: &mut Ctx<'_>, path: &YPath, route: &RouteFile, auth: Aut
         .upstream
         .as_ref()
         .is_some_and(|u| u.agent_runtime_arn.is_some());
+    let mut seen = HashSet::new();
     for (i, name) in list.iter().enumerate() {
         let item = list_path.index(i);
         // When the authorizer type is in doubt, that error is enough.
         if let Some(problem) = headers::allowlist_problem(name, auth != Auth::Open) {
             ctx.error(&item, problem);
-        } else if list[..i].iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        } else if !seen.insert(name.to_ascii_lowercase()) {
             ctx.error(
                 &item,
                 format!("{name} is listed twice (header names are case-insensitive): remove one"),
@@ -392,12 +397,12 @@ fn check_claim_mappings(ctx: &mut Ctx<'_>, path: &YPath, route: &RouteFile, auth
     if auth == Auth::Open && !route.claims_to_headers.is_empty() {
         open(ctx, "claimsToHeaders");
     } else {
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen = HashSet::new();
         for (header, claim) in &route.claims_to_headers {
             let at = headers_path.key(header);
             if let Some(problem) = headers::claim_header_problem(header) {
                 ctx.error_at_key(&at, problem);
-            } else if seen.iter().any(|h| h.eq_ignore_ascii_case(header)) {
+            } else if !seen.insert(header.to_ascii_lowercase()) {
                 ctx.error_at_key(
                     &at,
                     format!(
@@ -405,7 +410,6 @@ fn check_claim_mappings(ctx: &mut Ctx<'_>, path: &YPath, route: &RouteFile, auth
                     ),
                 );
             }
-            seen.push(header);
             if claim.is_empty() {
                 ctx.error(&at, "must name a claim (e.g. sub)");
             }
@@ -469,9 +473,10 @@ fn check_upstream(ctx: &mut Ctx<'_>, path: &YPath, upstream: &UpstreamFile) {
         if urls.is_empty() {
             ctx.error(&urls_path, "must list at least one URL");
         }
+        let mut seen = HashSet::new();
         for (i, url) in urls.iter().enumerate() {
             let item = urls_path.index(i);
-            if urls[..i].contains(url) {
+            if !seen.insert(url) {
                 ctx.error(&item, format!("{url} is listed twice: remove one"));
             } else {
                 check_upstream_url(ctx, &item, url);

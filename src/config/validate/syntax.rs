@@ -32,11 +32,14 @@ impl Listen {
                 |ip| vec![ip],
             )
         };
-        ips(self).iter().any(|a| {
-            ips(other)
-                .iter()
-                .any(|b| a == b || a.is_unspecified() || b.is_unspecified())
-        })
+        // A wildcard covers its own family; `[::]` also covers IPv4, because sockets are
+        // dual-stack by default (binding `[::]:p` and `0.0.0.0:p` together fails).
+        let covers = |a: &IpAddr, b: &IpAddr| {
+            a == b || (a.is_unspecified() && (a.is_ipv6() || a.is_ipv4() == b.is_ipv4()))
+        };
+        ips(self)
+            .iter()
+            .any(|a| ips(other).iter().any(|b| covers(a, b) || covers(b, a)))
     }
 }
 
@@ -288,6 +291,10 @@ mod tests {
         let local = parse_listen("localhost:8080").unwrap();
         assert!(all.overlaps(&lo) && lo.overlaps(&local) && local.overlaps(&all));
         assert!(!lo.overlaps(&parse_listen("127.0.0.2:8080").unwrap()));
+        let v6_all = parse_listen("[::]:8080").unwrap();
+        let v6_lo = parse_listen("[::1]:8080").unwrap();
+        assert!(v6_all.overlaps(&all) && v6_all.overlaps(&lo) && v6_all.overlaps(&v6_lo));
+        assert!(!all.overlaps(&v6_lo) && local.overlaps(&v6_lo));
         assert!(!lo.overlaps(&parse_listen("127.0.0.1:8081").unwrap()));
         assert!(
             !parse_listen("127.0.0.1:0")
