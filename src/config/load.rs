@@ -5,17 +5,17 @@
 //!
 //! 1. **Size and encoding.** Files over 4 MiB, invalid UTF-8 and NUL bytes (binary files) are
 //!    refused with a located error. A leading byte-order mark is dropped.
-//! 2. **Substitution** of `${VAR}`, `${VAR:-default}` and `$$` ([`super::env`]); every unset
+//! 2. **Substitution** of `${VAR}`, `${VAR:-default}` and `$$` (`super::env`); every unset
 //!    variable is reported at its `${`. Line numbers never change.
-//! 3. **Location index** ([`super::locate`]): one pass over the parser's events builds a tree of
+//! 3. **Location index** (`super::locate`): one pass over the parser's events builds a tree of
 //!    positions, without expanding aliases. YAML syntax errors stop here, located.
-//! 4. **Unknown keys** ([`super::schema`]): the tree is walked against the file shape and every
+//! 4. **Unknown keys** (`super::schema`): the tree is walked against the file shape and every
 //!    unknown key is reported, not only the first.
 //! 5. **Deserialization** with `serde-saphyr` under a tight [`serde_saphyr::Budget`] (alias
 //!    bombs, deep nesting and huge documents fail fast). The deserializer is wrapped in
 //!    `serde_path_to_error`, so a type error names its path, and in `serde_ignored`, which
 //!    catches anything the tree walk could not see (keys merged in with `<<`).
-//! 6. **Rules** of SPEC §3 ([`super::validate`]), all checked, each located by its path.
+//! 6. **Rules** of SPEC §3 (`super::validate`), all checked, each located by its path.
 //!
 //! Paths, not spans, are the common currency: serde values carry no positions, so every
 //! diagnostic names a path (`routes[0].upstream.url`) and the index turns it into a line and

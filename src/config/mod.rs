@@ -1,4 +1,4 @@
-//! Configuration: the file shape ([`file`]), its units ([`units`]), loading with `${VAR}`
+//! Configuration: the file shape ([`file`](mod@file)), its units ([`units`]), loading with `${VAR}`
 //! substitution and located errors ([`load`]), and every rule of SPEC §3 ([`validate`]).
 //! [`defaults`] holds the values of keys left out. The validated [`file::FileConfig`] is
 //! compiled into the runtime settings elsewhere.

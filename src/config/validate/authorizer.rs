@@ -57,11 +57,13 @@ pub(super) fn check(ctx: &mut Ctx<'_>, config_path: &YPath, config: &AuthorizerC
             check_claim(ctx, &claims_path.index(i), claim);
         }
     }
-    for key in ["privateEndpoint", "privateEndpointOverrides"] {
-        let set = match key {
-            "privateEndpoint" => a.private_endpoint.is_some(),
-            _ => a.private_endpoint_overrides.is_some(),
-        };
+    for (key, set) in [
+        ("privateEndpoint", a.private_endpoint.is_some()),
+        (
+            "privateEndpointOverrides",
+            a.private_endpoint_overrides.is_some(),
+        ),
+    ] {
         if set {
             ctx.warn(
                 &path.key(key),

@@ -8,9 +8,9 @@
 //! `none` algorithms, workload identities) or has nothing to act on (`privateEndpoint`: a
 //! warning).
 //!
-//! Split by scope: this file has the edge-wide keys, [`route`] one route and the rules across
-//! routes, [`authorizer`] the pasted `customJwtAuthorizer`, [`headers`] header-name rules and
-//! [`syntax`] the small parsers (listen addresses, URLs, origins, ARNs).
+//! Split by scope: this file has the edge-wide keys, `route` one route and the rules across
+//! routes, `authorizer` the pasted `customJwtAuthorizer`, [`headers`] header-name rules and
+//! `syntax` the small parsers (listen addresses, URLs, origins, ARNs).
 
 use std::collections::HashSet;
 use std::fmt::Display;

@@ -29,31 +29,26 @@ pub(super) fn check_routes(ctx: &mut Ctx<'_>, config: &FileConfig) {
         );
         return;
     }
-    // Normalized path -> the route answering on it; name -> route. Maps, not lists: a file
-    // can hold thousands of routes.
-    let mut paths: HashMap<String, usize> = HashMap::new();
+    // Name -> route, and every path a route answers on. Maps, not lists: a file can hold
+    // thousands of routes.
     let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut paths = Paths {
+        routes: &config.routes,
+        owners: HashMap::new(),
+    };
     let mut default_resource: Option<usize> = None;
     for (i, route) in config.routes.iter().enumerate() {
         let path = routes_path.index(i);
-        let duplicate_name = check_name(ctx, &path, route, &mut names, i);
+        let name_ok = check_name(ctx, &path, route, &mut names, i);
         let auth = check_one(ctx, &path, route);
 
-        // Paths: explicit or default, plus the ARN alias. A duplicate name already failed, and
-        // its default path would only repeat that.
+        // Paths: explicit or default, plus the ARN alias. A bad or repeated name already
+        // failed, and its default path would only repeat that.
         match &route.path {
-            Some(p) => claim_path(ctx, &mut paths, config, i, p, &path.key("path"), "path"),
-            None if !duplicate_name => {
+            Some(p) => paths.claim(ctx, i, p, &path.key("path"), "path"),
+            None if name_ok => {
                 let p = route_path(&route.name);
-                claim_path(
-                    ctx,
-                    &mut paths,
-                    config,
-                    i,
-                    &p,
-                    &path.key("name"),
-                    "default path",
-                );
+                paths.claim(ctx, i, &p, &path.key("name"), "default path");
             }
             None => {}
         }
@@ -61,18 +56,7 @@ pub(super) fn check_routes(ctx: &mut Ctx<'_>, config: &FileConfig) {
             let arn_path = path.key("arn");
             match parse_runtime_arn(arn) {
                 Err(e) => ctx.error(&arn_path, e),
-                Ok(_) => {
-                    let alias = arn_alias_path(arn);
-                    claim_path(
-                        ctx,
-                        &mut paths,
-                        config,
-                        i,
-                        &alias,
-                        &arn_path,
-                        "ARN alias path",
-                    );
-                }
+                Ok(_) => paths.claim(ctx, i, &arn_alias_path(arn), &arn_path, "ARN alias path"),
             }
         }
 
@@ -98,7 +82,7 @@ pub(super) fn check_routes(ctx: &mut Ctx<'_>, config: &FileConfig) {
     }
 }
 
-/// Checks the name's syntax and uniqueness; returns whether it repeats an earlier name.
+/// Checks the name's syntax and uniqueness; returns whether it is valid and new.
 fn check_name<'c>(
     ctx: &mut Ctx<'_>,
     path: &YPath,
@@ -114,7 +98,8 @@ fn check_name<'c>(
         );
         return false;
     }
-    if !is_route_name(&route.name) {
+    let valid = is_route_name(&route.name);
+    if !valid {
         ctx.error(
             &name_path,
             format!(
@@ -131,10 +116,10 @@ fn check_name<'c>(
                 route.name
             ),
         );
-        return true;
+        return false;
     }
     names.insert(&route.name, i);
-    false
+    valid
 }
 
 /// `^[A-Za-z][A-Za-z0-9_-]{0,47}$`: AgentCore's runtime names, plus `-`.
@@ -145,39 +130,41 @@ fn is_route_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Records that route `i` answers on `p`, reporting a clash with an earlier route.
-fn claim_path(
-    ctx: &mut Ctx<'_>,
-    paths: &mut HashMap<String, usize>,
-    config: &FileConfig,
-    i: usize,
-    p: &str,
-    at: &YPath,
-    what: &str,
-) {
-    // `/a` and `/a/` would route the same requests.
-    let normalized = match p.trim_end_matches('/') {
-        "" => "/".to_owned(),
-        trimmed => trimmed.to_owned(),
-    };
-    match paths.get(&normalized) {
-        Some(j) if *j == i => {}
-        Some(j) => {
-            let fix = if what == "default path" {
-                "give one of them an explicit path"
-            } else {
-                "give one of them another path"
-            };
-            ctx.error(
-                at,
-                format!(
-                    "the {what} {p} is already used by route {:?} (routes[{j}]): {fix}",
-                    config.routes[*j].name
-                ),
-            );
-        }
-        None => {
-            paths.insert(normalized, i);
+/// The paths routes answer on, for the uniqueness rule.
+struct Paths<'c> {
+    routes: &'c [RouteFile],
+    /// Normalized path -> the route answering on it.
+    owners: HashMap<String, usize>,
+}
+
+impl Paths<'_> {
+    /// Records that route `i` answers on `p` (`what` kind of path, written at `at`), reporting
+    /// a clash with an earlier route.
+    fn claim(&mut self, ctx: &mut Ctx<'_>, i: usize, p: &str, at: &YPath, what: &str) {
+        // `/a` and `/a/` would route the same requests.
+        let normalized = match p.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            trimmed => trimmed.to_owned(),
+        };
+        match self.owners.get(&normalized) {
+            Some(&j) if j == i => {}
+            Some(&j) => {
+                let fix = if what == "default path" {
+                    "give one of them an explicit path"
+                } else {
+                    "give one of them another path"
+                };
+                let owner = self.routes.get(j).map_or("", |r| r.name.as_str());
+                ctx.error(
+                    at,
+                    format!(
+                        "the {what} {p} is already used by route {owner:?} (routes[{j}]): {fix}"
+                    ),
+                );
+            }
+            None => {
+                self.owners.insert(normalized, i);
+            }
         }
     }
 }
