@@ -91,7 +91,7 @@ pub(super) enum Kind {
     /// Entries in file order; a duplicate key (itself an error) keeps both.
     Map(Vec<(String, usize)>),
     Seq(Vec<usize>),
-    /// An alias (`*name`) or a non-scalar mapping key: no children to look into.
+    /// An alias (`*name`): no children to look into.
     Opaque,
 }
 

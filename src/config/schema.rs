@@ -197,7 +197,7 @@ fn walk(index: &Index, node: &Node, shape: Shape, path: &YPath, found: &mut Vec<
                 let child_path = path.key(key);
                 // `<<` is a YAML merge, resolved by the parser; "?" stands for a complex key,
                 // which serde reports as a type error.
-                if key == "<<" {
+                if key == "<<" || key == "?" {
                     continue;
                 }
                 if known.contains(&key.as_str()) {

@@ -119,6 +119,8 @@ fn type_errors_name_their_path() {
         ["2:9: routes: expected sequence start"]
     );
     assert_eq!(errors("- listen\n"), ["1:1: expected mapping start"]);
+    // A mapping used as a key: serde's type error, not an unknown key "?".
+    assert_eq!(errors("? [a, b]\n: c\n"), ["1:3: expected string scalar"]);
 }
 
 #[test]

@@ -250,7 +250,10 @@ fn check_route_path(ctx: &mut Ctx<'_>, at: &YPath, p: &str) {
         Some(format!(
             "{p} is under /.well-known/, which the edge reserves for the metadata it serves (OAuth protected resource metadata): choose another path"
         ))
-    } else if p.parse::<http::uri::PathAndQuery>().is_err() || p.contains(char::is_whitespace) {
+    } else if !p.is_ascii()
+        || p.contains(char::is_whitespace)
+        || p.parse::<http::uri::PathAndQuery>().is_err()
+    {
         Some(format!(
             "{p:?} is not a valid URL path: percent-encode spaces and other special characters"
         ))

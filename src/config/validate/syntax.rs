@@ -115,7 +115,7 @@ pub(super) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
     // http::Uri accepts any digits after ':'; a port must also fit in 16 bits.
     if let Some(port) = authority.as_str().rsplit_once(':').map(|(_, p)| p)
         && !authority.as_str().ends_with(']')
-        && port.parse::<u16>().is_err()
+        && port.parse::<u16>().map_or(true, |p| p == 0)
     {
         return Err(format!("{text:?} has an invalid port: use 1 to 65535"));
     }
@@ -318,6 +318,7 @@ mod tests {
             ("https://x/y#f", "fragment"),
             ("https://u:p@x", "credentials"),
             ("https://x:99999", "invalid port"),
+            ("http://x:0", "invalid port"),
             ("https://x y", "spaces"),
         ];
         for (bad, why) in cases {

@@ -82,6 +82,10 @@ fn protocol_and_path() {
           path: /mcp
           authorizerType: NONE
           upstream: { url: \"http://127.0.0.1:9000\" }
+        - name: f
+          path: /café
+          authorizerType: NONE
+          upstream: { url: \"http://127.0.0.1:9000\" }
         ",
     );
     assert_eq!(
@@ -92,6 +96,7 @@ fn protocol_and_path() {
             "9:11: routes[1].path: must be a path without query or fragment (got \"/b?x=1\"): remove the ?... or #...",
             "13:11: routes[2].path: /.well-known/mcp is under /.well-known/, which the edge reserves for the metadata it serves (OAuth protected resource metadata): choose another path",
             "17:11: routes[3].path: \"/d e\" is not a valid URL path: percent-encode spaces and other special characters",
+            "26:11: routes[5].path: \"/café\" is not a valid URL path: percent-encode spaces and other special characters",
         ]
     );
 }
