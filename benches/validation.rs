@@ -1,6 +1,7 @@
 //! Token validation cost: a warm verified-token cache hit, RS256 and ES256 cache misses next
 //! to the raw signature verification jsonwebtoken does for the same token, and the policy
 //! check alone. `cargo bench --bench validation`; numbers in docs/performance.md.
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,11 +9,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
+use gatehouse::auth::Authorizer;
 use gatehouse::auth::cache::TokenCache;
 use gatehouse::auth::claims::Claims;
 use gatehouse::auth::jwks::{Issuer, IssuerConfig};
 use gatehouse::auth::policy::{ClaimRule, Policy};
-use gatehouse::auth::Authorizer;
 use gatehouse::dev::{Alg, MintOptions, SigningKey, mint};
 use gatehouse::telemetry::metrics::Metrics;
 use http::HeaderMap;
@@ -30,11 +31,15 @@ fn setup(alg: Alg) -> (Authorizer, String, serde_json::Value) {
         max_staleness: Duration::from_secs(86400),
         fetch_timeout: Duration::from_secs(5),
     };
-    let issuer = Issuer::with_keys(ISSUER, jwks.as_bytes(), config, Arc::new(Metrics::new())).unwrap();
+    let issuer =
+        Issuer::with_keys(ISSUER, jwks.as_bytes(), config, Arc::new(Metrics::new())).unwrap();
     let authorizer = Authorizer {
         issuer,
         policy: policy(),
-        algorithms: vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256],
+        algorithms: vec![
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::Algorithm::ES256,
+        ],
         clock_skew_secs: 30,
         advertised_scopes: vec!["invoke".into()],
         scope_challenge: Some("invoke".into()),
@@ -67,7 +72,11 @@ fn headers(token: &str) -> HeaderMap {
 }
 
 fn authenticate(authorizer: &Authorizer, headers: &HeaderMap, cache: &TokenCache) {
-    let principal = authorizer.authenticate(headers, cache).now_or_never().unwrap().unwrap();
+    let principal = authorizer
+        .authenticate(headers, cache)
+        .now_or_never()
+        .unwrap()
+        .unwrap();
     authorizer.authorize(&principal).unwrap();
     black_box(principal);
 }
@@ -80,10 +89,14 @@ fn validation(c: &mut Criterion) {
 
         let warm = TokenCache::new(1000);
         authenticate(&authorizer, &h, &warm);
-        group.bench_function(format!("{alg}/cache_hit"), |b| b.iter(|| authenticate(&authorizer, &h, &warm)));
+        group.bench_function(format!("{alg}/cache_hit"), |b| {
+            b.iter(|| authenticate(&authorizer, &h, &warm))
+        });
 
         let off = TokenCache::new(0);
-        group.bench_function(format!("{alg}/cache_miss"), |b| b.iter(|| authenticate(&authorizer, &h, &off)));
+        group.bench_function(format!("{alg}/cache_miss"), |b| {
+            b.iter(|| authenticate(&authorizer, &h, &off))
+        });
 
         // The floor: jsonwebtoken verifying the same token (signature, exp, iss) into claims.
         let key = DecodingKey::from_jwk(&serde_json::from_value(jwk).unwrap()).unwrap();
@@ -91,7 +104,11 @@ fn validation(c: &mut Criterion) {
         validation.set_issuer(&[ISSUER]);
         validation.validate_aud = false;
         group.bench_function(format!("{alg}/jsonwebtoken_decode"), |b| {
-            b.iter(|| black_box(jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap()))
+            b.iter(|| {
+                black_box(
+                    jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap(),
+                )
+            })
         });
     }
     group.finish();
@@ -102,12 +119,19 @@ fn validation(c: &mut Criterion) {
     .unwrap();
     let full = Policy {
         allowed_audience: Some(vec!["b".into()]),
-        custom_claims: vec![ClaimRule::ContainsAny { claim: "groups".into(), values: vec!["support".into(), "admin".into()] }],
+        custom_claims: vec![ClaimRule::ContainsAny {
+            claim: "groups".into(),
+            values: vec!["support".into(), "admin".into()],
+        }],
         ..policy()
     };
     let simple = policy();
-    c.bench_function("policy/clients+scopes", |b| b.iter(|| black_box(simple.check(black_box(&claims)))));
-    c.bench_function("policy/all_four_checks", |b| b.iter(|| black_box(full.check(black_box(&claims)))));
+    c.bench_function("policy/clients+scopes", |b| {
+        b.iter(|| black_box(simple.check(black_box(&claims))))
+    });
+    c.bench_function("policy/all_four_checks", |b| {
+        b.iter(|| black_box(full.check(black_box(&claims))))
+    });
     c.bench_function("sha256/token", |b| {
         let (_, token, _) = setup(Alg::RS256);
         b.iter(|| black_box(TokenCache::hash(black_box(&token))))

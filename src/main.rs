@@ -65,7 +65,7 @@ enum Command {
         print_config: bool,
     },
     /// Mint a signed JWT from a local key (PEM or JWK), or from a running `gatehouse dev`.
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,7 +116,11 @@ fn main() -> ExitCode {
             runtime(threads).and_then(|rt| rt.block_on(serve(&config)))
         }
         Command::Validate { config, online } => validate(&config, online),
-        Command::Dev { port, admin_port, print_config } => runtime(None).and_then(|rt| {
+        Command::Dev {
+            port,
+            admin_port,
+            print_config,
+        } => runtime(None).and_then(|rt| {
             rt.block_on(gatehouse::dev::run::run(gatehouse::dev::DevOptions {
                 listen: ([127, 0, 0, 1], port).into(),
                 admin: ([127, 0, 0, 1], admin_port).into(),
@@ -200,10 +204,7 @@ async fn serve(path: &Path) -> Result<ExitCode, String> {
 /// SIGHUP (and, with `watchConfig`, a changed file) reloads the configuration.
 async fn reload_on_signal(app: Arc<App>, path: PathBuf, watch: bool) {
     #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(_) => None,
-    };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last = modified(&path);
     loop {
@@ -291,12 +292,16 @@ fn token(args: &TokenArgs) -> Result<ExitCode, String> {
         .transpose()?;
     let (key, mut options) = if args.dev {
         let state = DevState::read().map_err(|e| e.to_string())?;
-        (state.signing_key().map_err(|e| e.to_string())?, state.mint_options())
+        (
+            state.signing_key().map_err(|e| e.to_string())?,
+            state.mint_options(),
+        )
     } else {
         let path = args.key.as_ref().ok_or("give --key FILE or --dev")?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let key = if text.trim_start().starts_with('{') {
-            let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
+            let jwk: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
             SigningKey::from_jwk(&jwk)
         } else {
             SigningKey::from_pem(&text, alg, args.kid.clone())
@@ -327,9 +332,12 @@ fn token(args: &TokenArgs) -> Result<ExitCode, String> {
     if args.scope.is_some() {
         options.scope = args.scope.clone();
     }
-    options.ttl = gatehouse::config::units::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
+    options.ttl =
+        gatehouse::config::units::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
     for claim in &args.claims {
-        options.claims.push(parse_claim_arg(claim).map_err(|e| format!("--claim {claim:?}: {e}"))?);
+        options
+            .claims
+            .push(parse_claim_arg(claim).map_err(|e| format!("--claim {claim:?}: {e}"))?);
     }
     if options.iss.is_empty() {
         return Err("give --iss (the issuer in the discovery document), or use --dev".into());

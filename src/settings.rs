@@ -4,7 +4,7 @@
 //! Two parts. [`Startup`] is read once (listeners, TLS, admin, grace period): changing it needs
 //! a restart. [`Settings`] is everything per request; a reload compiles a new one and swaps the
 //! `Arc` (see [`crate::app::App::reload`]), and a request keeps the `Arc` it started with.
-//! Defaults live here, once (the same values are documented in docs/configuration.md).
+//! Defaults come from [`crate::config::defaults`] (documented in docs/configuration.md).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -18,6 +18,7 @@ use jsonwebtoken::Algorithm;
 use crate::auth::Authorizer;
 use crate::auth::jwks::{Issuer, IssuerConfig};
 use crate::auth::policy::{ClaimRule, Policy};
+use crate::config::defaults;
 use crate::config::file::{
     CorsFile, CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, RouteFile,
 };
@@ -27,31 +28,7 @@ use crate::forward::{Upstream, UpstreamClients};
 use crate::route::{Protocol, Route, RouteTable};
 use crate::telemetry::metrics::Metrics;
 
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 100_000_000;
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
-pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
-pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
-pub const DEFAULT_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_KEY_STALENESS: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 100_000;
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Browsers may cache a preflight answer this long (gatehouse's own default).
 pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// What is read once at startup.
@@ -145,22 +122,22 @@ pub fn compile(
     let limits = Limits {
         max_request_header_bytes: limits_file
             .max_request_header_bytes
-            .map_or(DEFAULT_MAX_HEADER_BYTES, |s| s.0),
+            .map_or(defaults::MAX_REQUEST_HEADER_BYTES, |s| s.0),
         max_request_body_bytes: limits_file
             .max_request_body_bytes
-            .map_or(DEFAULT_MAX_BODY_BYTES, |s| s.0),
+            .map_or(defaults::MAX_REQUEST_BODY_BYTES, |s| s.0),
         request_timeout: limits_file
             .request_timeout
-            .map_or(DEFAULT_REQUEST_TIMEOUT, |d| d.0),
+            .map_or(defaults::REQUEST_TIMEOUT, |d| d.0),
         stream_idle_timeout: limits_file
             .stream_idle_timeout
-            .map_or(DEFAULT_STREAM_IDLE_TIMEOUT, |d| d.0),
+            .map_or(defaults::STREAM_IDLE_TIMEOUT, |d| d.0),
         header_read_timeout: limits_file
             .header_read_timeout
-            .map_or(DEFAULT_HEADER_READ_TIMEOUT, |d| d.0),
+            .map_or(defaults::HEADER_READ_TIMEOUT, |d| d.0),
         max_connections: limits_file
             .max_connections
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            .unwrap_or(defaults::MAX_CONNECTIONS),
     };
     let top_jwt = file.jwt.clone().unwrap_or_default();
     let startup = Startup {
@@ -181,12 +158,12 @@ pub fn compile(
             .transpose()?,
         shutdown_grace: file
             .shutdown_grace_period
-            .map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
+            .map_or(defaults::SHUTDOWN_GRACE_PERIOD, |d| d.0),
         watch_config: file.watch_config.unwrap_or(false),
         token_cache_entries: top_jwt
             .verified_token_cache
             .as_ref()
-            .map_or(DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries),
+            .map_or(defaults::VERIFIED_TOKEN_CACHE_ENTRIES, |c| c.max_entries),
     };
     let trust_forwarded = file.trust_forwarded_headers.unwrap_or(false);
 
@@ -272,29 +249,36 @@ fn issuer_config(top: &JwtFile, route: Option<&JwtFile>) -> IssuerConfig {
     IssuerConfig {
         refresh_interval: pick(
             |j| j.jwks_refresh_interval.map(|d| d.0),
-            DEFAULT_JWKS_REFRESH,
+            defaults::JWKS_REFRESH_INTERVAL,
         ),
         min_refetch_interval: pick(
             |j| j.jwks_min_refetch_interval.map(|d| d.0),
-            DEFAULT_JWKS_MIN_REFETCH,
+            defaults::JWKS_MIN_REFETCH_INTERVAL,
         ),
         max_staleness: pick(
             |j| j.max_key_staleness.map(|d| d.0),
-            DEFAULT_MAX_KEY_STALENESS,
+            defaults::MAX_KEY_STALENESS,
         ),
         fetch_timeout: pick(
             |j| j.jwks_fetch_timeout.map(|d| d.0),
-            DEFAULT_JWKS_FETCH_TIMEOUT,
+            defaults::JWKS_FETCH_TIMEOUT,
         ),
     }
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {
-    DEFAULT_ALGORITHMS
-        .iter()
-        .copied()
-        .find(|a| format!("{a:?}") == name)
-        .ok_or_else(|| format!("algorithm {name:?} is not accepted"))
+    match name {
+        "RS256" => Ok(Algorithm::RS256),
+        "RS384" => Ok(Algorithm::RS384),
+        "RS512" => Ok(Algorithm::RS512),
+        "PS256" => Ok(Algorithm::PS256),
+        "PS384" => Ok(Algorithm::PS384),
+        "PS512" => Ok(Algorithm::PS512),
+        "ES256" => Ok(Algorithm::ES256),
+        "ES384" => Ok(Algorithm::ES384),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        _ => Err(format!("algorithm {name:?} is not accepted")),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -314,7 +298,7 @@ fn compile_route(
     };
     let (path, prefix) = match &route.path {
         Some(path) => (path.clone(), true),
-        None => (format!("/runtimes/{name}/invocations"), false),
+        None => (defaults::route_path(name), false),
     };
 
     let auth = match jwt_authorizer(route) {
@@ -337,12 +321,15 @@ fn compile_route(
                     .iter()
                     .map(|n| algorithm(n))
                     .collect::<Result<Vec<_>, _>>()?,
-                None => DEFAULT_ALGORITHMS.to_vec(),
+                None => defaults::ALGORITHMS
+                    .iter()
+                    .map(|n| algorithm(n))
+                    .collect::<Result<Vec<_>, _>>()?,
             };
             let skew = route_jwt
                 .and_then(|j| j.clock_skew)
                 .or(top_jwt.clock_skew)
-                .map_or(DEFAULT_CLOCK_SKEW, |d| d.0);
+                .map_or(defaults::CLOCK_SKEW, |d| d.0);
             let advertised: Vec<String> = authorizer
                 .allowed_scopes
                 .iter()
@@ -418,13 +405,13 @@ fn compile_route(
         .parse()
         .map_err(|_| format!("route {name}: upstream url is not a URL"))?;
     let default_path = match protocol {
-        Protocol::Http => "/invocations",
-        Protocol::Mcp => "/mcp",
+        Protocol::Http => defaults::HTTP_UPSTREAM_PATH,
+        Protocol::Mcp => defaults::MCP_UPSTREAM_PATH,
     };
     let client = shared.clients.get(
         upstream_file
             .connect_timeout
-            .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+            .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
         upstream_file.http2.unwrap_or(false),
     );
     let upstream = Upstream::new(

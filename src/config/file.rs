@@ -51,18 +51,60 @@ impl<T> Default for OneOrMany<T> {
     }
 }
 
+/// A visitor rather than `#[serde(untagged)]`: untagged buffers the value, so a bad item would
+/// only say "data did not match any variant" without a location, and YAML's plain `8080`
+/// would be an integer that a `String` refuses. Here scalars are read as text (YAML is
+/// typeless: the rules then say what is wrong with `"8080"`), each list item keeps its own
+/// error location, and `null` is an empty list.
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Shape<T> {
-            One(T),
-            Many(Vec<T>),
+        use serde::de::{self, IntoDeserializer, SeqAccess, Visitor};
+        use std::marker::PhantomData;
+
+        struct V<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> V<T> {
+            fn one<E: de::Error>(text: String) -> Result<OneOrMany<T>, E> {
+                T::deserialize(text.into_deserializer()).map(|one| OneOrMany(vec![one]))
+            }
         }
-        match Shape::deserialize(de)? {
-            Shape::One(one) => Ok(Self(vec![one])),
-            Shape::Many(many) => Ok(Self(many)),
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Self::one(v.to_owned())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Self::one(v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Self::one(v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Self::one(v.to_string())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Self::one(v.to_string())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(OneOrMany(Vec::new()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(OneOrMany(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
         }
+
+        de.deserialize_any(V(PhantomData))
     }
 }
 

@@ -264,7 +264,10 @@ fn decorate(response: &mut Response<ProxyBody>, record: &RequestRecord) {
     }
     if record.settings.server_timing {
         let mut timing = String::new();
-        if let Some(auth) = record.auth().filter(|a| !matches!(a.outcome, AuthOutcome::None | AuthOutcome::Missing)) {
+        if let Some(auth) = record
+            .auth()
+            .filter(|a| !matches!(a.outcome, AuthOutcome::None | AuthOutcome::Missing))
+        {
             let desc = if auth.cache_hit { "hit" } else { "miss" };
             timing.push_str(&format!(
                 "auth;dur={:.3};desc=\"{desc}\"",

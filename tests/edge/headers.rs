@@ -13,7 +13,6 @@ const ROUTES: &str = r#"
     requestHeaderAllowlist:
       - X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant
       - X-Gatehouse-Sub
-      - X-Amzn-Bedrock-AgentCore-Runtime-User-Id
       - X-Named-By-Connection
     userIdClaim: sub
     claimsToHeaders: { X-Gatehouse-Sub: sub, X-Gatehouse-Groups: groups }

@@ -20,7 +20,7 @@ const MCP_ROUTE: &str = r#"
 
 #[tokio::test]
 async fn protected_resource_metadata_in_every_form() {
-    let edge = Edge::start("publicUrl: https://gw.example.com/", MCP_ROUTE).await;
+    let edge = Edge::start("publicUrl: https://gw.example.com", MCP_ROUTE).await;
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
         "/mcp/.well-known/oauth-protected-resource",
