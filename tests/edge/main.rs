@@ -1,6 +1,11 @@
 //! In-process integration tests: the real server on port 0, an in-process issuer and a
 //! recording upstream (see `support`). Run by `cargo test`.
-#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 mod errors;
 mod headers;
