@@ -12,7 +12,6 @@
 //! a client cannot spoof who it is. Hop-by-hop headers and any header named by `Connection`
 //! are never forwarded. `Host` is the upstream's own (set by the client connector).
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,7 +73,9 @@ const BAGGAGE_VALUE: &AsciiSet = &CONTROLS
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
     /// Client headers copied upstream (lowercase names).
-    forward: HashSet<HeaderName>,
+    /// A `HeaderMap` used as a set: `http`'s own hashing of header names is much cheaper than
+    /// SipHash, and this is looked up for every client header.
+    forward: HeaderMap<()>,
     /// `userIdClaim`.
     user_id_claim: Option<String>,
     /// `claimsToHeaders`: header ← claim.
@@ -94,14 +95,15 @@ impl HeaderPolicy {
         claims_to_baggage: &[(String, String)],
         trust_forwarded: bool,
     ) -> Result<Self, String> {
-        let mut forward: HashSet<HeaderName> = STANDARD
-            .iter()
-            .map(|h| HeaderName::from_static(h))
-            .collect();
+        let mut forward: HeaderMap<()> = HeaderMap::with_capacity(32);
+        for name in STANDARD {
+            forward.insert(HeaderName::from_static(name), ());
+        }
         for name in allowlist {
             forward.insert(
                 HeaderName::try_from(name.as_str())
                     .map_err(|_| format!("invalid header name {name:?}"))?,
+                (),
             );
         }
         let mut claim_headers = Vec::new();
@@ -143,7 +145,7 @@ impl HeaderPolicy {
     }
 
     fn forwards(&self, name: &HeaderName) -> bool {
-        self.forward.contains(name) || name.as_str().starts_with("mcp-param-")
+        self.forward.contains_key(name) || name.as_str().starts_with("mcp-param-")
     }
 
     /// The upstream's headers for this request.
@@ -166,32 +168,24 @@ impl HeaderPolicy {
         let session = match protocol {
             Protocol::Http => {
                 let id = session_id(client)?;
-                if let Ok(value) = HeaderValue::from_str(&id) {
-                    out.insert(SESSION_HEADER.clone(), value);
-                }
+                out.insert(SESSION_HEADER.clone(), id.clone());
                 Some(id)
             }
-            Protocol::Mcp => client
-                .get(&MCP_SESSION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            Protocol::Mcp => client.get(&MCP_SESSION_HEADER).cloned(),
         };
         if let Some(id) = &session {
             record.set_session_id(id.clone());
         }
 
-        if let Ok(value) = HeaderValue::from_str(&record.request_id) {
-            out.insert(REQUEST_ID_HEADER.clone(), value);
-        }
+        out.insert(REQUEST_ID_HEADER.clone(), record.request_id.clone());
         self.forwarded_headers(client, record, &mut out);
 
-        if let Ok(value) = HeaderValue::from_str(&record.trace.upstream_traceparent()) {
-            out.insert(TRACEPARENT.clone(), value);
-        }
+        out.insert(TRACEPARENT.clone(), record.trace.upstream_traceparent());
         if let Some(state) = &record.trace.tracestate {
             out.insert(TRACESTATE.clone(), state.clone());
         }
-        let baggage = self.baggage(client, session.as_deref(), principal);
+        let session = session.as_ref().and_then(|v| v.to_str().ok());
+        let baggage = self.baggage(client, session, principal);
         if let Ok(value) = HeaderValue::from_str(&baggage)
             && !baggage.is_empty()
         {
@@ -221,12 +215,15 @@ impl HeaderPolicy {
     }
 
     fn forwarded_headers(&self, client: &HeaderMap, record: &RequestRecord, out: &mut HeaderMap) {
-        let ip = record.conn.remote.ip().to_string();
+        let ip = &record.conn.remote_ip;
         let xff = match client.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) if self.trust_forwarded => format!("{previous}, {ip}"),
-            _ => ip,
+            Some(previous) if self.trust_forwarded => {
+                HeaderValue::from_str(&format!("{previous}, {}", ip.to_str().unwrap_or_default()))
+                    .ok()
+            }
+            _ => Some(ip.clone()),
         };
-        if let Ok(value) = HeaderValue::from_str(&xff) {
+        if let Some(value) = xff {
             out.insert(X_FORWARDED_FOR.clone(), value);
         }
         let proto = match client.get(&X_FORWARDED_PROTO) {
@@ -318,7 +315,7 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// The runtime session id: the client's, if valid, else a new one.
-pub fn session_id(headers: &HeaderMap) -> Result<String, ProxyError> {
+pub fn session_id(headers: &HeaderMap) -> Result<HeaderValue, ProxyError> {
     let mut values = headers.get_all(&SESSION_HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(crate::telemetry::trace::uuid_v4());
@@ -339,8 +336,7 @@ pub fn session_id(headers: &HeaderMap) -> Result<String, ProxyError> {
                 .into(),
         ));
     }
-    // Checked ASCII above.
-    Ok(String::from_utf8_lossy(id).into_owned())
+    Ok(value.clone())
 }
 
 /// Rewrites the request's headers for the upstream.
@@ -420,6 +416,15 @@ mod tests {
     fn session_id_rules() {
         let generated = session_id(&HeaderMap::new()).unwrap();
         assert_eq!(generated.len(), 36);
+        let ok = "a".repeat(33);
+        assert_eq!(
+            session_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &ok
+            )]))
+            .unwrap(),
+            ok.as_str()
+        );
         let ok = "a".repeat(33);
         assert_eq!(
             session_id(&headers(&[(

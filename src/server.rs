@@ -181,13 +181,10 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            remote,
-            tls: context.tls.is_some(),
-        };
+        let info = ConnInfo::new(remote, context.tls.is_some());
         let service = crate::stack::build::<Incoming>(context.app.clone());
         let hyper_service = service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(info);
+            request.extensions_mut().insert(info.clone());
             service.clone().oneshot(request)
         });
         match &context.tls {

@@ -112,6 +112,8 @@ pub struct Upstream {
     pub authority: Authority,
     /// The URL's own path prefix joined with the upstream path, without trailing slash.
     pub base_path: String,
+    /// `scheme://authority{base_path}`: the whole URI for exact routes, built once.
+    base_uri: Uri,
     pub client: UpstreamClient,
     pub request_timeout: Duration,
     pub stream_idle_timeout: Duration,
@@ -132,10 +134,21 @@ impl Upstream {
         let authority = url.authority().cloned().ok_or("upstream URL has no host")?;
         let prefix = url.path().trim_end_matches('/');
         let base_path = format!("{prefix}{}", path.trim_end_matches('/'));
+        let base_uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(if base_path.is_empty() {
+                "/"
+            } else {
+                base_path.as_str()
+            })
+            .build()
+            .map_err(|e| format!("upstream URL and path do not make a URL: {e}"))?;
         Ok(Self {
             scheme,
             authority,
             base_path,
+            base_uri,
             client,
             request_timeout,
             stream_idle_timeout,
@@ -144,19 +157,20 @@ impl Upstream {
     }
 
     fn uri_for(&self, route: &Route, uri: &Uri) -> Result<Uri, ProxyError> {
+        if !route.prefix {
+            return Ok(self.base_uri.clone());
+        }
         let mut path = self.base_path.clone();
-        if route.prefix {
-            let rest = uri.path().strip_prefix(route.path.as_str()).unwrap_or("");
-            if !rest.is_empty() {
-                if !rest.starts_with('/') {
-                    path.push('/');
-                }
-                path.push_str(rest);
+        let rest = uri.path().strip_prefix(route.path.as_str()).unwrap_or("");
+        if !rest.is_empty() {
+            if !rest.starts_with('/') {
+                path.push('/');
             }
-            if let Some(query) = uri.query() {
-                path.push('?');
-                path.push_str(query);
-            }
+            path.push_str(rest);
+        }
+        if let Some(query) = uri.query() {
+            path.push('?');
+            path.push_str(query);
         }
         if path.is_empty() {
             path.push('/');
@@ -215,12 +229,9 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         if route.protocol == Protocol::Mcp
             && record.session_id().is_none()
-            && let Some(id) = parts
-                .headers
-                .get(crate::enrich::MCP_SESSION_HEADER.clone())
-                .and_then(|v| v.to_str().ok())
+            && let Some(id) = parts.headers.get(&crate::enrich::MCP_SESSION_HEADER)
         {
-            record.set_session_id(id.to_owned());
+            record.set_session_id(id.clone());
         }
         Ok(Response::from_parts(
             parts,

@@ -61,10 +61,10 @@ impl AccessLine<'_> {
         let auth = r.auth();
         let json = Json {
             time: rfc3339(r.started_wall),
-            request_id: &r.request_id,
+            request_id: r.request_id.to_str().unwrap_or_default(),
             route: r.route().map(|route| &*route.name),
             method: r.method.as_str(),
-            path: &r.path,
+            path: r.path(),
             status: self.status,
             duration_ms: (self.duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
             auth_outcome: auth.map_or(AuthOutcome::None, |a| a.outcome).as_str(),

@@ -29,19 +29,30 @@ use crate::error::ProxyError;
 use crate::route::Route;
 use crate::settings::Settings;
 
-/// Facts about the client connection, set by the accept phase.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the client connection, set by the accept phase once per connection.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
+    /// The client's IP as a header value (`X-Forwarded-For`), made once per connection.
+    pub remote_ip: HeaderValue,
     pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, tls: bool) -> Self {
+        let remote_ip = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            remote,
+            remote_ip,
+            tls,
+        }
+    }
 }
 
 impl Default for ConnInfo {
     fn default() -> Self {
-        Self {
-            remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            tls: false,
-        }
+        Self::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), false)
     }
 }
 
@@ -58,19 +69,20 @@ pub struct AuthRecord {
 /// One request as the edge saw it. Each phase sets the facts it learns, once.
 #[derive(Debug)]
 pub struct RequestRecord {
-    pub request_id: String,
+    /// A fresh UUID, sent upstream and returned as `x-amzn-requestid`.
+    pub request_id: HeaderValue,
     pub started: Instant,
     pub started_wall: SystemTime,
     pub method: Method,
-    /// The request path as sent (for logs only; never a metrics label).
-    pub path: String,
+    /// The request URI as sent (its path is logged; never a metrics label).
+    pub uri: http::Uri,
     pub conn: ConnInfo,
     pub trace: TraceContext,
     /// The configuration this request runs on, start to finish.
     pub settings: Arc<Settings>,
     route: OnceLock<Arc<Route>>,
     auth: OnceLock<AuthRecord>,
-    session_id: OnceLock<String>,
+    session_id: OnceLock<HeaderValue>,
     /// The `Origin` to echo in CORS response headers, when the route's policy allows it.
     cors_origin: OnceLock<(HeaderValue, Arc<crate::cors::CorsPolicy>)>,
     upstream_status: AtomicU16,
@@ -81,17 +93,12 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     fn new<B>(request: &Request<B>, conn: ConnInfo, settings: Arc<Settings>) -> Self {
-        let path = request.uri().path();
-        let path = match path.char_indices().nth(1024) {
-            Some((cut, _)) => path[..cut].to_owned(),
-            None => path.to_owned(),
-        };
         Self {
             request_id: super::trace::uuid_v4(),
             started: Instant::now(),
             started_wall: SystemTime::now(),
             method: request.method().clone(),
-            path,
+            uri: request.uri().clone(),
             conn,
             trace: TraceContext::from_headers(request.headers()),
             settings,
@@ -118,11 +125,22 @@ impl RequestRecord {
     pub fn auth(&self) -> Option<&AuthRecord> {
         self.auth.get()
     }
-    pub fn set_session_id(&self, id: String) {
+    pub fn set_session_id(&self, id: HeaderValue) {
         let _ = self.session_id.set(id);
     }
     pub fn session_id(&self) -> Option<&str> {
-        self.session_id.get().map(String::as_str)
+        self.session_id.get().and_then(|v| v.to_str().ok())
+    }
+    pub fn session_header(&self) -> Option<&HeaderValue> {
+        self.session_id.get()
+    }
+    /// The request path, cut to 1024 characters (for logs).
+    pub fn path(&self) -> &str {
+        let path = self.uri.path();
+        match path.char_indices().nth(1024) {
+            Some((cut, _)) => &path[..cut],
+            None => path,
+        }
     }
     pub fn set_cors(&self, origin: HeaderValue, policy: Arc<crate::cors::CorsPolicy>) {
         let _ = self.cors_origin.set((origin, policy));
@@ -197,7 +215,7 @@ where
         let conn = request
             .extensions()
             .get::<ConnInfo>()
-            .copied()
+            .cloned()
             .unwrap_or_default();
         let record = Arc::new(RequestRecord::new(&request, conn, self.app.settings()));
         request.extensions_mut().insert(record.clone());
@@ -250,14 +268,11 @@ where
 /// Headers every response gets, whichever phase produced it.
 fn decorate(response: &mut Response<ProxyBody>, record: &RequestRecord) {
     let headers = response.headers_mut();
-    if let Ok(id) = HeaderValue::from_str(&record.request_id) {
-        headers.insert(X_AMZN_REQUESTID.clone(), id);
-    }
-    if let (Some(route), Some(session)) = (record.route(), record.session_id())
+    headers.insert(X_AMZN_REQUESTID.clone(), record.request_id.clone());
+    if let (Some(route), Some(session)) = (record.route(), record.session_header())
         && route.protocol == crate::route::Protocol::Http
-        && let Ok(value) = HeaderValue::from_str(session)
     {
-        headers.insert(crate::enrich::SESSION_HEADER.clone(), value);
+        headers.insert(crate::enrich::SESSION_HEADER.clone(), session.clone());
     }
     if let Some((origin, policy)) = record.cors_origin.get() {
         policy.decorate(headers, origin);

@@ -11,7 +11,7 @@
 //! headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
 //! let trace = TraceContext::from_headers(&headers);
 //! assert_eq!(trace.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
-//! assert!(trace.upstream_traceparent().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+//! assert!(trace.upstream_traceparent().to_str().unwrap().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
 //! ```
 
 use http::{HeaderMap, HeaderValue};
@@ -34,12 +34,15 @@ pub struct TraceContext {
 impl TraceContext {
     /// Reads `traceparent`/`tracestate`, else `X-Amzn-Trace-Id`, else starts a trace.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut rng = rand::rng();
+        // One draw for every id this request may need.
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
         let mut ids = [0u8; 16];
         let mut span_id = [0u8; 8];
         let mut upstream_span_id = [0u8; 8];
-        rng.fill_bytes(&mut span_id);
-        rng.fill_bytes(&mut upstream_span_id);
+        ids.copy_from_slice(&random[..16]);
+        span_id.copy_from_slice(&random[16..24]);
+        upstream_span_id.copy_from_slice(&random[24..]);
         let parsed = headers
             .get("traceparent")
             .and_then(|v| parse_traceparent(v.as_bytes()))
@@ -60,17 +63,14 @@ impl TraceContext {
                     .and(headers.get("tracestate"))
                     .cloned(),
             },
-            None => {
-                rng.fill_bytes(&mut ids);
-                Self {
-                    trace_id: ids,
-                    parent_span_id: None,
-                    span_id,
-                    upstream_span_id,
-                    sampled: true,
-                    tracestate: None,
-                }
-            }
+            None => Self {
+                trace_id: ids,
+                parent_span_id: None,
+                span_id,
+                upstream_span_id,
+                sampled: true,
+                tracestate: None,
+            },
         }
     }
 
@@ -79,13 +79,16 @@ impl TraceContext {
     }
 
     /// The `traceparent` sent upstream: our client span is the upstream's parent.
-    pub fn upstream_traceparent(&self) -> String {
-        let flags = if self.sampled { "01" } else { "00" };
-        format!(
-            "00-{}-{}-{flags}",
-            hex(&self.trace_id),
-            hex(&self.upstream_span_id)
-        )
+    pub fn upstream_traceparent(&self) -> HeaderValue {
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut text[3..35]);
+        hex_into(&self.upstream_span_id, &mut text[36..52]);
+        if self.sampled {
+            text[54] = b'1';
+        }
+        // Hex digits and dashes are always a valid header value.
+        HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+            .unwrap_or(HeaderValue::from_static("00-"))
     }
 }
 
@@ -156,8 +159,9 @@ fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
@@ -166,21 +170,30 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// A random UUID (version 4), the shape AgentCore uses for request and session ids.
-pub fn uuid_v4() -> String {
+/// Writes `bytes` as lowercase hex into `out` (which must be twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+}
+
+/// A random UUID (version 4), the shape AgentCore uses for request and session ids, as a
+/// header value (ids go into headers more often than anywhere else).
+pub fn uuid_v4() -> HeaderValue {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let h = hex(&bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut text = [b'-'; 36];
+    hex_into(&bytes[..4], &mut text[..8]);
+    hex_into(&bytes[4..6], &mut text[9..13]);
+    hex_into(&bytes[6..8], &mut text[14..18]);
+    hex_into(&bytes[8..10], &mut text[19..23]);
+    hex_into(&bytes[10..], &mut text[24..]);
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+        .unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -215,9 +228,9 @@ mod tests {
         assert!(!t.sampled);
         assert_eq!(t.tracestate.as_ref().unwrap(), "vendor=1");
         let up = t.upstream_traceparent();
-        assert!(up.ends_with("-00"));
+        assert!(up.to_str().unwrap().ends_with("-00"));
         assert_ne!(
-            &up[36..52],
+            &up.to_str().unwrap()[36..52],
             "00f067aa0ba902b7",
             "upstream parent is the edge's span"
         );
@@ -260,8 +273,10 @@ mod tests {
     #[test]
     fn uuid_shape() {
         let id = uuid_v4();
+        let id = id.to_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        assert_eq!(id.matches('-').count(), 4);
         assert_ne!(uuid_v4(), id);
     }
 }
