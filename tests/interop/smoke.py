@@ -128,7 +128,10 @@ def http_json(method, url, body=None, headers=None, auth=None, timeout=10):
                 return r.status, hdrs, None
             if hdrs.get("content-type", "").startswith("text/event-stream"):
                 return r.status, hdrs, raw.decode()
-            return r.status, hdrs, json.loads(raw)
+            try:
+                return r.status, hdrs, json.loads(raw)
+            except ValueError:
+                return r.status, hdrs, raw.decode(errors="replace")
     except urllib.error.HTTPError as e:
         raw = e.read()
         try:
@@ -319,9 +322,30 @@ def idp_any_resource_faults_stats():
         assert http_json("GET", f"{base}/.well-known/openid-configuration")[0] == 200
         assert time.monotonic() - t0 >= 0.3
         assert http_json("GET", f"{base}/jwks")[0] == 200  # jwks fault replaced
+        http_json("POST", f"{base}/__admin/fault", {"jwks": {"body": "{not json"}})
+        status, headers, body = http_json("GET", f"{base}/jwks")
+        assert status == 200 and body == "{not json", (status, body)
+        http_json("POST", f"{base}/__admin/fault", {"jwks": {"body": {"keys": []}, "status": 200}})
+        assert http_json("GET", f"{base}/jwks")[2] == {"keys": []}
+        http_json("POST", f"{base}/__admin/fault", {"jwks": {"drop": True}})
+        try:
+            http_json("GET", f"{base}/jwks")
+            raise AssertionError("dropped connection answered")
+        except (http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError):
+            pass
         http_json("POST", f"{base}/__admin/fault", {})
         _, _, stats = http_json("GET", f"{base}/__admin/stats")
-        assert stats["jwks"] == 4 and stats["discovery"] == 1, stats
+        assert stats["jwks"] == 7 and stats["discovery"] == 1, stats
+        _, headers, _ = http_json("GET", f"{base}/jwks")
+        assert "cache-control" not in headers, headers
+
+
+@test
+def idp_jwks_max_age():
+    with idp("--quiet", "--jwks-max-age", "30") as p:
+        status, headers, body = http_json("GET", f"{p.url}/jwks")
+        assert status == 200 and headers["cache-control"] == "public, max-age=30", headers
+        assert headers["content-type"].startswith("application/jwk-set+json"), headers
 
 
 @test

@@ -45,6 +45,8 @@ const HELP = `usage: node tests/interop/idp/server.mjs [options]
                         defaults: agent-client:agent-secret:invoke,read  other-client:other-secret:invoke,read
   --client-claims JSON  extra claims per client id, e.g. '{"agent-client":{"cognito:groups":["support"]}}'
                                                                    (env IDP_CLIENT_CLAIMS)
+  --jwks-max-age N      send Cache-Control: public, max-age=N on /jwks (default: no Cache-Control,
+                        as oidc-provider itself)                   (env IDP_JWKS_MAX_AGE)
   --quiet               no per-request log lines on stderr         (env IDP_QUIET=1)
   --watch-stdin         exit when stdin reaches EOF (give it a pipe and keep the write end;
                         a harness killed without cleanup then takes the IdP with it)
@@ -55,7 +57,10 @@ Admin endpoints (same listener, no auth; test use only):
   POST /__admin/rotate        new signing key (new kid) becomes current; old keys stay published
   POST /__admin/retire-old    publish only the current keys
   GET  /__admin/keys          {current:{RS256:kid,ES256:kid}, published:[kid...], generation}
-  POST /__admin/fault         JSON body {"jwks":{"status":503,"delayMs":0},"discovery":{...}}; {} clears
+  POST /__admin/fault         JSON body {"jwks":FAULT,"discovery":FAULT}; {} clears. FAULT fields:
+                              delayMs (wait first), status (answer with it and an error JSON),
+                              body (+ optional status, contentType: answer with this body instead),
+                              drop (true: close the connection without an answer)
   GET  /__admin/stats         request counts: {discovery, jwks, token, other}
   POST /__admin/stats/reset   zero the counters
 `;
@@ -79,6 +84,7 @@ try {
       scopes: { type: 'string' },
       client: { type: 'string', multiple: true },
       'client-claims': { type: 'string' },
+      'jwks-max-age': { type: 'string' },
       quiet: { type: 'boolean' },
       'watch-stdin': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -112,6 +118,9 @@ if (!['RS256', 'ES256'].includes(alg)) fail(`--alg must be RS256 or ES256, got $
 const ttl = Number(args.ttl ?? env.IDP_TOKEN_TTL ?? 300);
 if (!Number.isInteger(ttl) || ttl < 1) fail(`bad --ttl: ${args.ttl}`);
 const scopes = (args.scopes ?? env.IDP_SCOPES ?? 'invoke,read').split(/[ ,]+/).filter(Boolean);
+const jwksMaxAgeRaw = args['jwks-max-age'] ?? env.IDP_JWKS_MAX_AGE;
+const jwksMaxAge = jwksMaxAgeRaw === undefined ? undefined : Number(jwksMaxAgeRaw);
+if (jwksMaxAge !== undefined && (!Number.isInteger(jwksMaxAge) || jwksMaxAge < 0)) fail(`bad --jwks-max-age: ${jwksMaxAgeRaw}`);
 const quiet = args.quiet || truthy(env.IDP_QUIET);
 const watchStdin = args['watch-stdin'] || truthy(env.IDP_WATCH_STDIN);
 
@@ -340,10 +349,17 @@ async function onRequest(req, res) {
     const fault = (kind === 'jwks' || kind === 'discovery') ? faults[kind] : undefined;
     if (fault) {
       if (fault.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
+      if (fault.body !== undefined) {
+        const text = typeof fault.body === 'string' ? fault.body : JSON.stringify(fault.body);
+        res.writeHead(fault.status ?? 200, { 'content-type': fault.contentType ?? 'application/json', 'content-length': Buffer.byteLength(text) });
+        return res.end(text);
+      }
       if (fault.status) {
         return sendJson(res, fault.status, { error: 'injected_fault', error_description: `injected ${kind} fault` });
       }
+      if (fault.drop) return req.socket.destroy();
     }
+    if (kind === 'jwks' && jwksMaxAge !== undefined) res.setHeader('cache-control', `public, max-age=${jwksMaxAge}`);
     return await handler(req, res);
   } catch (e) {
     process.stderr.write(`idp: request failed: ${e.stack}\n`);
