@@ -73,6 +73,7 @@ setup_node() {
 
   local log="$ROOT/.interop/npm-install.log"
   mkdir -p "$ROOT/.interop"
+  rm -f "$NODE_STAMP"
   if [ -f "$lock" ]; then
     say "npm: npm ci in tests/interop (log: .interop/npm-install.log)"
     if ! (cd "$INTEROP" && npm ci --no-audit --no-fund --ignore-scripts) >"$log" 2>&1; then
@@ -146,6 +147,7 @@ setup_python() {
   fi
 
   local log="$ROOT/.interop/pip-install.log"
+  rm -f "$PY_STAMP"
   say "pip: installing tests/interop/requirements.txt into .interop/venv (log: .interop/pip-install.log)"
   if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --quiet -r "$REQS" >"$log" 2>&1; then
     tail -n 30 "$log" >&2
