@@ -223,7 +223,9 @@ def main(argv=None) -> int:
     if args.watch_stdin:
         def watch_stdin():
             try:
-                while sys.stdin.buffer.read(65536):
+                # os.read, not sys.stdin.buffer: a daemon thread blocked inside the buffered
+                # reader holds its lock at interpreter shutdown, which aborts the process.
+                while os.read(sys.stdin.fileno(), 65536):
                     pass
             except OSError:
                 pass

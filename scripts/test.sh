@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every test tier, as CI runs it:
+#   1. installs the interop peers (npm + pip into local directories; idempotent),
+#   2. cargo fmt --check and cargo clippy -D warnings,
+#   3. unit tests, the in-process integration tests (tests/edge) and doc tests,
+#   4. the interop tier against real third-party peers (tests/interop).
+# Load and fault tests only target 127.0.0.1 and stop by themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "interop peers"
+scripts/setup-interop.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "unit, integration and doc tests"
+cargo test --all-targets
+
+step "doc tests"
+cargo test --doc
+
+step "interop tests (real peers)"
+cargo test --features interop --test interop
+
+step "all green"
