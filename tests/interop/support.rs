@@ -22,7 +22,6 @@ pub fn python() -> PathBuf {
 
 /// A child process that is stopped (SIGTERM, then kill) when dropped.
 pub struct Peer {
-    pub name: String,
     pub url: String,
     child: Child,
     _stdin: Option<ChildStdin>,
@@ -182,10 +181,10 @@ impl Gatehouse {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = http().get(format!("{}/readyz", self.admin)).send() {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = http().get(format!("{}/readyz", self.admin)).send()
+                && r.status() == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
