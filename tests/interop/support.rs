@@ -60,7 +60,6 @@ impl Peer {
             .to_owned();
         let stdin = child.stdin.take();
         Peer {
-            name: name.to_owned(),
             url,
             child,
             _stdin: stdin,
