@@ -202,7 +202,13 @@ async fn serve(path: &Path) -> Result<ExitCode, String> {
         path.to_owned(),
         startup.watch_config,
     ));
-    server::serve(app, startup, listeners, server::shutdown_signal()).await?;
+    if let Some(spans) = &app.spans {
+        telemetry::spans::report_background_fetches(spans.clone(), app.settings().tracing.sampler);
+    }
+    let result = server::serve(app.clone(), startup, listeners, server::shutdown_signal()).await;
+    // Drained (or failed): what the export queue still holds goes out, within a bound.
+    app.flush_telemetry(Duration::from_secs(5)).await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

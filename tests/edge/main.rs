@@ -14,3 +14,4 @@ mod keys;
 mod streams;
 mod support;
 mod surface;
+mod telemetry;
