@@ -71,6 +71,9 @@ enum Command {
     },
     /// Mint a signed JWT from a local key (PEM or JWK), or from a running `gatehouse dev`.
     Token(Box<TokenArgs>),
+    /// Load the edge: closed loop or fixed rate; client latency and the edge's validation
+    /// latency (from Server-Timing).
+    Bench(Box<gatehouse::bench::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +137,10 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
         }),
         Command::Token(args) => token(&args),
+        Command::Bench(args) => runtime(None).and_then(|rt| {
+            rt.block_on(gatehouse::bench::run(&args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

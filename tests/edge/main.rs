@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+mod bench;
 mod errors;
 mod headers;
 mod hostile;
