@@ -2,13 +2,14 @@
 //! one dedicated thread, so that a collector that is down, slow or failing costs a request
 //! nothing but a non-blocking `try_send`.
 //!
-//! - **Bounded.** The queue holds at most `OTEL_BSP_MAX_QUEUE_SIZE` spans (default 8192); when
-//!   it is full the span is dropped and `gatehouse_spans_dropped_total{reason="queue_full"}`
-//!   counts it. A batch the collector refuses or does not take within the export timeout is
+//! - **Bounded.** The queue holds at most `OTEL_BSP_MAX_QUEUE_SIZE` entries (default 8192): a
+//!   finished request (its 2–4 spans) or a lone span. When it is full the entry is dropped and
+//!   `gatehouse_spans_dropped_total{reason="queue_full"}` counts its spans. A batch the collector refuses or does not take within the export timeout is
 //!   dropped too (`reason="export_failed"` / `"export_timeout"`): no retry queue grows behind
 //!   a dead collector.
-//! - **Off the request path.** The export thread runs its own single-threaded Tokio runtime
-//!   (tonic and hyper need one); the request workers never poll an export.
+//! - **Off the request path.** A request's thread pushes an `Arc` of its record; the export
+//!   thread builds the spans and exports them, on its own single-threaded Tokio runtime (tonic
+//!   and hyper need one). The request workers never build a span or poll an export.
 //! - **Batched.** Up to `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans (default 512) per export, sent
 //!   as soon as a batch is full or `OTEL_BSP_SCHEDULE_DELAY` (default 1000 ms) after its first
 //!   span.
@@ -31,6 +32,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
+use super::record::RequestRecord;
+use super::spans::{Builder, Finished, SpanCapture};
 use crate::config::file::OtlpFile;
 
 /// `telemetry.otlp.protocol`.
@@ -288,6 +291,34 @@ impl fmt::Debug for ExporterSource {
     }
 }
 
+/// What the queue carries: a finished request whose spans the export thread builds, or a
+/// ready span.
+enum Item {
+    Request(Arc<RequestRecord>, Finished),
+    Span(Box<SpanData>),
+}
+
+impl Item {
+    /// How many spans this item stands for (for the dropped-span count).
+    fn spans(&self) -> u64 {
+        match self {
+            Self::Span(_) => 1,
+            Self::Request(record, done) => {
+                let auth = record
+                    .auth()
+                    .is_some_and(|a| a.outcome != super::metrics::AuthOutcome::None);
+                let fetch = record.capture().is_some_and(SpanCapture::fetched);
+                let upstream = record.upstream_status().is_some()
+                    || matches!(
+                        done.error,
+                        Some("upstream_timeout" | "upstream_unreachable")
+                    );
+                1 + u64::from(auth) + u64::from(fetch && auth) + u64::from(upstream)
+            }
+        }
+    }
+}
+
 enum Control {
     /// Export everything queued so far, then answer.
     Flush(oneshot::Sender<()>),
@@ -296,7 +327,7 @@ enum Control {
 /// The producer side of the export queue (see the module docs).
 #[derive(Debug)]
 pub struct SpanQueue {
-    spans: mpsc::Sender<SpanData>,
+    spans: mpsc::Sender<Item>,
     control: mpsc::UnboundedSender<Control>,
     metrics: Arc<Metrics>,
 }
@@ -342,8 +373,22 @@ impl SpanQueue {
 
     /// Queues a finished span; never blocks. A full queue drops it (counted).
     pub fn push(&self, span: SpanData) {
-        if self.spans.try_send(span).is_err() {
-            self.metrics.spans_dropped("queue_full", 1);
+        self.send(Item::Span(Box::new(span)));
+    }
+
+    /// Queues a finished request for the export thread to turn into spans; never blocks.
+    pub fn push_request(&self, record: Arc<RequestRecord>, done: Finished) {
+        self.send(Item::Request(record, done));
+    }
+
+    fn send(&self, item: Item) {
+        if let Err(error) = self.spans.try_send(item) {
+            let item = match error {
+                mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item) => {
+                    item
+                }
+            };
+            self.metrics.spans_dropped("queue_full", item.spans());
         }
     }
 
@@ -362,7 +407,7 @@ async fn export_loop(
     queue: QueueConfig,
     timeout: Duration,
     resource: Resource,
-    mut spans: mpsc::Receiver<SpanData>,
+    mut spans: mpsc::Receiver<Item>,
     mut control: mpsc::UnboundedReceiver<Control>,
     metrics: Arc<Metrics>,
 ) {
@@ -383,7 +428,18 @@ async fn export_loop(
         exporter.set_resource(&resource);
     }
     let mut failures = FailureLog::default();
+    let builder = Builder::default();
+    let mut items: Vec<Item> = Vec::with_capacity(queue.max_batch);
     let mut batch: Vec<SpanData> = Vec::with_capacity(queue.max_batch);
+    // Spans are built here, off the request threads.
+    let build = |items: &mut Vec<Item>, batch: &mut Vec<SpanData>| {
+        for item in items.drain(..) {
+            match item {
+                Item::Span(span) => batch.push(*span),
+                Item::Request(record, done) => batch.extend(builder.request(&record, done)),
+            }
+        }
+    };
     let exporter = exporter.as_deref();
     loop {
         let mut flush = None;
@@ -393,10 +449,11 @@ async fn export_loop(
                 Some(Control::Flush(done)) => flush = Some(done),
                 None => return,
             },
-            received = spans.recv_many(&mut batch, queue.max_batch) => {
+            received = spans.recv_many(&mut items, queue.max_batch) => {
                 if received == 0 {
                     return;
                 }
+                build(&mut items, &mut batch);
                 // Linger for a fuller batch, but never longer than the delay, and not at all
                 // once a flush is asked for.
                 let linger = tokio::time::sleep(queue.delay);
@@ -412,10 +469,11 @@ async fn export_loop(
                             break;
                         }
                         () = &mut linger => break,
-                        more = spans.recv_many(&mut batch, room) => {
+                        more = spans.recv_many(&mut items, room) => {
                             if more == 0 {
                                 break;
                             }
+                            build(&mut items, &mut batch);
                         }
                     }
                 }
@@ -424,9 +482,10 @@ async fn export_loop(
         }
         if let Some(done) = flush {
             while spans
-                .recv_many(&mut batch, queue.max_batch)
+                .recv_many(&mut items, queue.max_batch)
                 .now_or_never_nonzero()
             {
+                build(&mut items, &mut batch);
                 export(exporter, &mut batch, timeout, &metrics, &mut failures).await;
             }
             let _ = done.send(());

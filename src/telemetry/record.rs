@@ -415,7 +415,7 @@ impl Finish {
         }
         if let Some(spans) = &self.app.spans {
             spans.request(
-                record,
+                record.clone(),
                 Finished {
                     status: self.status,
                     elapsed,

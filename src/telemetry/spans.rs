@@ -10,12 +10,13 @@
 //!
 //! Why at the end and not as the request goes: an unsampled request (or an edge without an
 //! exporter) then costs nothing — no span objects, no attribute vectors, no extra clock
-//! reads; and a sampled one costs one burst of allocations after the client has its answer.
+//! reads; and a sampled one costs its request thread one queue push: the export thread builds
+//! the spans from the record.
 //! Start and end times come from the record's monotonic offsets anchored at its wall-clock
 //! start, so durations are exact even if the wall clock steps. A 10-minute SSE stream is one
 //! server span of ten minutes; a client abort ends the span there (`gatehouse.aborted`).
 //!
-//! Spans go to the bounded export queue ([`super::export`]); nothing here blocks.
+//! Records go to the bounded export queue ([`super::export`]); nothing here blocks.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +110,10 @@ impl SpanCapture {
         let _ = self.upstream_arn.set(arn);
     }
 
+    pub(crate) fn fetched(&self) -> bool {
+        self.jwks.get().is_some()
+    }
+
     fn offset(value: &AtomicU64) -> Option<Duration> {
         match value.load(Ordering::Relaxed) {
             UNSET => None,
@@ -195,11 +200,28 @@ impl FetchTimer {
     }
 }
 
-/// The span pipeline of the process: an instrumentation scope and the export queue.
+/// The span pipeline of the process: the export queue, and a builder for spans made outside
+/// requests.
 #[derive(Debug)]
 pub struct Spans {
     queue: SpanQueue,
+    builder: Builder,
+}
+
+/// Turns finished requests and fetches into [`SpanData`]; the export thread has its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Builder {
     scope: InstrumentationScope,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            scope: InstrumentationScope::builder("gatehouse")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        }
+    }
 }
 
 /// What a finished request looked like, for [`Spans::request`].
@@ -244,9 +266,7 @@ impl Spans {
     ) -> Result<Self, String> {
         Ok(Self {
             queue: SpanQueue::start(source, queue, timeout, resource, metrics)?,
-            scope: InstrumentationScope::builder("gatehouse")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
+            builder: Builder::default(),
         })
     }
 
@@ -255,6 +275,36 @@ impl Spans {
         self.queue.flush(timeout).await
     }
 
+    /// Hands a finished request to the export thread, which builds its spans: the request's
+    /// own thread pays one non-blocking queue push (nothing unless it was recorded).
+    pub fn request(&self, record: Arc<RequestRecord>, done: Finished) {
+        if record.capture().is_some() {
+            self.queue.push_request(record, done);
+        }
+    }
+
+    /// A fetch no request triggered: the root of its own trace, sampled like new traces.
+    fn background_fetch(&self, fetch: &JwksFetch, sampler: Sampler) {
+        let mut trace_id = [0u8; 16];
+        rand::rng().fill_bytes(&mut trace_id);
+        if !sampler.sample(&trace_id) {
+            return;
+        }
+        let context = SpanContext::new(
+            TraceId::from_bytes(trace_id),
+            random_span_id(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let span = self
+            .builder
+            .fetch_span(fetch, context, SpanId::INVALID, fetch.started_wall);
+        self.queue.push(span);
+    }
+}
+
+impl Builder {
     /// One span; `ids` is its context, its parent's id, and whether that parent is remote.
     fn span(
         &self,
@@ -282,10 +332,11 @@ impl Spans {
         }
     }
 
-    /// Emits the spans of one finished request (nothing unless it was recorded).
-    pub fn request(&self, record: &RequestRecord, done: Finished) {
+    /// The spans of one finished request, children first (none unless it was recorded).
+    pub(crate) fn request(&self, record: &RequestRecord, done: Finished) -> Vec<SpanData> {
+        let mut out = Vec::with_capacity(4);
         let Some(capture) = record.capture() else {
-            return;
+            return out;
         };
         let trace = &record.trace;
         let trace_id = TraceId::from_bytes(trace.trace_id);
@@ -488,16 +539,17 @@ impl Spans {
         // Children first: a collector that assembles trees as batches arrive sees the root last.
         if let Some((_, span)) = auth_span {
             if let Some(fetch) = fetch {
-                self.queue.push(fetch);
+                out.push(fetch);
             }
-            self.queue.push(span);
+            out.push(span);
         } else if let Some(fetch) = fetch {
-            self.queue.push(fetch);
+            out.push(fetch);
         }
         if let Some(upstream) = upstream {
-            self.queue.push(upstream);
+            out.push(upstream);
         }
-        self.queue.push(server);
+        out.push(server);
+        out
     }
 
     fn fetch_span(
@@ -537,24 +589,6 @@ impl Spans {
             attributes,
             status,
         )
-    }
-
-    /// A fetch no request triggered: the root of its own trace, sampled like new traces.
-    fn background_fetch(&self, fetch: &JwksFetch, sampler: Sampler) {
-        let mut trace_id = [0u8; 16];
-        rand::rng().fill_bytes(&mut trace_id);
-        if !sampler.sample(&trace_id) {
-            return;
-        }
-        let context = SpanContext::new(
-            TraceId::from_bytes(trace_id),
-            random_span_id(),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        );
-        let span = self.fetch_span(fetch, context, SpanId::INVALID, fetch.started_wall);
-        self.queue.push(span);
     }
 }
 
