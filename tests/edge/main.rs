@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+mod bench;
 mod errors;
 mod headers;
 mod hostile;
@@ -15,3 +16,4 @@ mod reload;
 mod streams;
 mod support;
 mod surface;
+mod telemetry;

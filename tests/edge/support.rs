@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse::app::App;
+use gatehouse::app::{App, Outputs, SpanOutput};
 use gatehouse::dev::{Alg, EchoAgent, MintOptions, SigningKey, TestIssuer};
 use gatehouse::server::{self, Listeners};
 use gatehouse::telemetry::access_log::AccessLog;
@@ -145,12 +145,26 @@ impl Edge {
     }
 
     pub async fn from_yaml(issuer: TestIssuer, agent: EchoAgent, yaml: &str) -> Edge {
+        Self::from_yaml_with_spans(issuer, agent, yaml, None).await
+    }
+
+    /// As [`Self::from_yaml`]; `spans` replaces the configured span pipeline.
+    pub async fn from_yaml_with_spans(
+        issuer: TestIssuer,
+        agent: EchoAgent,
+        yaml: &str,
+        spans: Option<SpanOutput>,
+    ) -> Edge {
         let loaded =
             gatehouse::config::load_str("test.yaml", yaml, Path::new("tests/fixtures"), &|_| None)
                 .unwrap_or_else(|e| panic!("config does not load: {e:?}\n{yaml}"));
         let log = Captured::default();
         let access_log = AccessLog::start(Box::new(log.clone()), Arc::new(Metrics::new()));
-        let (app, startup) = App::new(&loaded.config, &loaded.base_dir, Some(access_log)).unwrap();
+        let outputs = Outputs {
+            access_log: Some(access_log),
+            spans,
+        };
+        let (app, startup) = App::with_outputs(&loaded.config, &loaded.base_dir, outputs).unwrap();
         let listeners = Listeners::bind(&startup).await.unwrap();
         let addr = listeners.public_addrs()[0];
         let admin = listeners.admin_addr();

@@ -12,4 +12,5 @@
 )]
 
 mod agentcore;
+mod otlp;
 mod support;
