@@ -7,7 +7,9 @@
     clippy::panic
 )]
 
+mod abuse;
 mod errors;
+mod faults;
 mod headers;
 mod hostile;
 mod keys;
