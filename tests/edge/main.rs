@@ -13,6 +13,7 @@ mod faults;
 mod headers;
 mod hostile;
 mod keys;
+mod load;
 mod streams;
 mod support;
 mod surface;
