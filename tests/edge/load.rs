@@ -259,7 +259,7 @@ async fn a_thousand_open_sse_streams_cost_little_memory_each() {
     }
     let agent_streams = agent.clone();
     assert!(
-        eventually(Duration::from_secs(60), || agent_streams.active_streams()
+        eventually(Duration::from_secs(120), || agent_streams.active_streams()
             as u64
             == STREAMS)
         .await,
