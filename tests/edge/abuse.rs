@@ -312,3 +312,36 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     );
     assert_eq!(edge.agent.request_count(), 5);
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_so_they_cannot_hold_every_slot() {
+    // A connection flood that opens connections and sends nothing, or sends one request and
+    // then idles, must not keep maxConnections slots forever.
+    let edge = Edge::start(
+        "limits: { maxConnections: 2, headerReadTimeout: 1s }",
+        SUPPORT_ROUTE,
+    )
+    .await;
+    let request = format!(
+        "POST /runtimes/support/invocations HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-length: 2\r\n\r\n{{}}",
+        edge.valid_token()
+    );
+    let silent = TcpStream::connect(edge.addr).await.unwrap();
+    let mut idle = TcpStream::connect(edge.addr).await.unwrap();
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Both slots are taken; both holders get closed by the edge, and a third is served.
+    let mut third = TcpStream::connect(edge.addr).await.unwrap();
+    third.write_all(request.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(20), third.read(&mut buf))
+        .await
+        .expect("a slot was freed by the edge")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle keep-alive connection was closed");
+    drop(silent);
+}
