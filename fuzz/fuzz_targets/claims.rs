@@ -15,9 +15,18 @@ fuzz_target!(|data: &[u8]| {
         allowed_audience: Some(vec!["api".into()]),
         allowed_scopes: Some(vec!["invoke".into()]),
         custom_claims: vec![
-            ClaimRule::Equals { claim: "tenant".into(), value: "acme".into() },
-            ClaimRule::Contains { claim: "groups".into(), value: "a".into() },
-            ClaimRule::ContainsAny { claim: "roles".into(), values: vec!["x".into(), "y".into()] },
+            ClaimRule::Equals {
+                claim: "tenant".into(),
+                value: "acme".into(),
+            },
+            ClaimRule::Contains {
+                claim: "groups".into(),
+                value: "a".into(),
+            },
+            ClaimRule::ContainsAny {
+                claim: "roles".into(),
+                values: vec!["x".into(), "y".into()],
+            },
         ],
     };
     if policy.check(&claims).is_ok() {
@@ -25,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(claims.aud.iter().any(|a| a == "api"));
         assert_eq!(claims.client_id.as_deref(), Some("client-a"));
         assert!(claims.has_scope("invoke"));
-        assert_eq!(claims.all.get("tenant").and_then(|v| v.as_str()), Some("acme"));
+        assert_eq!(
+            claims.all.get("tenant").and_then(|v| v.as_str()),
+            Some("acme")
+        );
     }
     for name in claims.all.keys() {
         if let Some(text) = claims.render(name) {

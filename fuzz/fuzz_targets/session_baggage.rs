@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(merged.starts_with(&format!("session.id={session}")));
         let ours = merged
             .split(',')
-            .filter(|m| m.split_once('=').is_some_and(|(k, _)| k.trim() == "session.id"))
+            .filter(|m| {
+                m.split_once('=')
+                    .is_some_and(|(k, _)| k.trim() == "session.id")
+            })
             .count();
         assert_eq!(ours, 1, "{merged}");
     }

@@ -55,9 +55,7 @@ async fn accept_then_hang_is_504_at_request_timeout_and_the_upstream_is_released
     let routes = format!(
         "{}{}",
         SUPPORT_ROUTE,
-        route_to(&silent_url)
-            .replace("name: support", "name: silent")
-            .replace("{discovery}", "{discovery}")
+        route_to(&silent_url).replace("name: support", "name: silent")
     );
     let edge = Edge::start("limits: { requestTimeout: 1s }", &routes).await;
     let token = edge.valid_token();
