@@ -10,6 +10,7 @@
 mod abuse;
 mod errors;
 mod faults;
+mod header_rules;
 mod headers;
 mod hostile;
 mod keys;
