@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::{Layer, Service};
 
 pub use self::body::UpstreamBody;
-use self::body::{BodyTooLarge, RequestBody};
+use self::body::{BodyTooLarge, ClientBodyError, RequestBody};
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
@@ -216,6 +216,13 @@ impl Upstream {
             Ok(Err(error)) => {
                 if let Some(limit) = find_cause::<BodyTooLarge>(&error) {
                     return Err(ProxyError::BodyTooLarge { limit: limit.0 });
+                }
+                if find_cause::<ClientBodyError>(&error).is_some() {
+                    // Malformed chunking or a client that went away mid-body: a 400 for the
+                    // client (and the logs), not a 502 that blames the agent.
+                    return Err(ProxyError::BadRequest(
+                        "The request body could not be read.".into(),
+                    ));
                 }
                 tracing::debug!(route = %route.name, error = %error_chain(&error), "upstream request failed");
                 return Err(ProxyError::Upstream(UpstreamError::Unreachable(

@@ -7,13 +7,18 @@
     clippy::panic
 )]
 
+mod abuse;
 mod bench;
 mod errors;
+mod faults;
+mod header_rules;
 mod headers;
 mod hostile;
 mod keys;
+mod load;
 mod reload;
 mod streams;
 mod support;
 mod surface;
 mod telemetry;
+
