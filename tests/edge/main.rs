@@ -21,4 +21,3 @@ mod streams;
 mod support;
 mod surface;
 mod telemetry;
-
