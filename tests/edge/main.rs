@@ -11,6 +11,7 @@ mod errors;
 mod headers;
 mod hostile;
 mod keys;
+mod replicas;
 mod streams;
 mod support;
 mod surface;
