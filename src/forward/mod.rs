@@ -318,8 +318,18 @@ impl Upstream {
         let sent = if let Some(agentcore) = &self.agentcore {
             tokio::time::timeout_at(deadline, self.send_signed(agentcore, parts, body)).await
         } else if let Some(balancer) = &self.balancer {
-            tokio::time::timeout_at(deadline, self.send_balanced(balancer, route, parts, body))
-                .await
+            let placing = route.protocol == Protocol::Mcp
+                && parts.method == http::Method::POST
+                && session_key(&parts.headers).is_none();
+            let sending = async {
+                let sent = if placing {
+                    self.send_placing(balancer, route, &parts, body).await
+                } else {
+                    self.send_balanced(balancer, route, &parts, body).await
+                };
+                sent.map(|(response, _)| response)
+            };
+            tokio::time::timeout_at(deadline, sending).await
         } else {
             parts.uri = self.replicas[0].uri_for(route, &parts.uri)?;
             tokio::time::timeout_at(
@@ -373,17 +383,16 @@ impl Upstream {
 
     /// Several replicas: the session's replica (or the next in round robin); a replica that
     /// refuses the connection is marked down and the request goes to the next choice, as long
-    /// as its body has not started to go out.
-    async fn send_balanced<B>(
+    /// as its body has not started to go out. Returns the response and the replica's index.
+    async fn send_balanced<R>(
         &self,
         balancer: &Balancer,
         route: &Route,
-        parts: http::request::Parts,
-        body: RequestBody<B>,
-    ) -> Result<Response<Incoming>, SendError>
+        parts: &http::request::Parts,
+        body: R,
+    ) -> Result<(Response<Incoming>, usize), SendError>
     where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: Into<BoxError>,
+        R: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
     {
         let session = session_key(&parts.headers);
         let mut tried: Vec<usize> = Vec::new();
@@ -404,7 +413,7 @@ impl Upstream {
             *request.headers_mut() = parts.headers.clone();
             *request.version_mut() = parts.version;
             match self.client.request(request).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok((response, index)),
                 Err(error) if error.is_connect() => {
                     balancer.mark_down(index);
                     tracing::warn!(route = %route.name, replica = %replica.authority, error = %error_chain(&error), "replica refused the connection; marked down");
@@ -419,13 +428,88 @@ impl Upstream {
         }
     }
 
+    /// A sessionless MCP POST to several replicas, which may be an `initialize` that makes a
+    /// stateful server choose a session id. Later requests with that id go to the replica the
+    /// id hashes to, so the session must be created there: when the answer carries a new
+    /// `Mcp-Session-Id` that hashes elsewhere, the session is deleted again on the replica
+    /// that made it and the request is repeated (round robin moves on) until a replica makes
+    /// an id that hashes to itself — on average as many attempts as there are replicas, only
+    /// when a session starts, and no state shared between edges. The body is replayed from
+    /// memory (JSON-RPC messages are small); a body above [`PLACEMENT_BODY_LIMIT`] is sent once.
+    async fn send_placing<B>(
+        &self,
+        balancer: &Balancer,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: RequestBody<B>,
+    ) -> Result<(Response<Incoming>, usize), SendError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (prefix, rest) = read_up_to(body, PLACEMENT_BODY_LIMIT).await?;
+        if let Some(rest) = rest {
+            let whole = Prefixed::new(prefix, rest.boxed_unsync());
+            return self.send_balanced(balancer, route, parts, whole).await;
+        }
+        let body = prefix;
+        let attempts = balancer.len() * 4;
+        for attempt in 1..=attempts {
+            let full = http_body_util::Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let (response, index) = self.send_balanced(balancer, route, parts, full).await?;
+            let Some(id) = response.headers().get(&crate::enrich::MCP_SESSION_HEADER) else {
+                return Ok((response, index));
+            };
+            if attempt == attempts || balancer.pick(Some(id.as_bytes()), &[]) == Some(index) {
+                return Ok((response, index));
+            }
+            self.delete_session(route, parts, index, id.clone());
+        }
+        Err(SendError::Edge(ProxyError::Upstream(
+            UpstreamError::Unreachable("no replica answered".into()),
+        )))
+    }
+
+    /// Ends a session the edge made by mistake (best effort, in the background).
+    fn delete_session(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        index: usize,
+        id: HeaderValue,
+    ) {
+        let Ok(uri) = self.replicas[index].uri_for(route, &parts.uri) else {
+            return;
+        };
+        let mut request = Request::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *request.method_mut() = http::Method::DELETE;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for (name, value) in &parts.headers {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(crate::enrich::MCP_SESSION_HEADER.clone(), id);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await;
+        });
+    }
+
     /// AgentCore Runtime: reads a small body once to hash it (larger ones stream, unsigned
     /// payload), signs, sends.
     async fn send_signed<B>(
         &self,
         agentcore: &AgentCore,
         mut parts: http::request::Parts,
-        mut body: RequestBody<B>,
+        body: RequestBody<B>,
     ) -> Result<Response<Incoming>, SendError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -434,42 +518,18 @@ impl Upstream {
         let replica = &self.replicas[0];
         parts.uri = replica.base_uri.clone();
         parts.method = http::Method::POST;
-        let mut buffered = BytesMut::new();
-        let mut complete = false;
-        while buffered.len() <= SIGNED_PAYLOAD_LIMIT {
-            match body.frame().await {
-                None => {
-                    complete = true;
-                    break;
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        buffered.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(error)) => {
-                    if let Some(limit) = find_cause::<BodyTooLarge>(&*error) {
-                        return Err(SendError::Edge(ProxyError::BodyTooLarge { limit: limit.0 }));
-                    }
-                    return Err(SendError::Edge(ProxyError::BadRequest(
-                        "The request body could not be read.".into(),
-                    )));
-                }
-            }
-        }
-        let buffered = buffered.freeze();
-        let (payload, outbound) = if complete {
-            (
+        let (buffered, rest) = read_up_to(body, SIGNED_PAYLOAD_LIMIT).await?;
+        let (payload, outbound) = match rest {
+            None => (
                 Payload::of(&buffered),
                 http_body_util::Full::new(buffered)
                     .map_err(|never| match never {})
                     .boxed_unsync(),
-            )
-        } else {
-            (
+            ),
+            Some(rest) => (
                 Payload::Unsigned,
-                Prefixed::new(buffered, body.boxed_unsync()).boxed_unsync(),
-            )
+                Prefixed::new(buffered, rest.boxed_unsync()).boxed_unsync(),
+            ),
         };
         agentcore
             .signer
@@ -481,6 +541,41 @@ impl Upstream {
             .await
             .map_err(SendError::Client)
     }
+}
+
+/// Sessionless MCP bodies up to this size are kept to be replayed (see `send_placing`).
+pub const PLACEMENT_BODY_LIMIT: usize = 256 * 1024;
+
+/// Reads `body` until it ends or passes `limit` bytes: the bytes read, and the rest of the
+/// body when it did not end.
+async fn read_up_to<B>(
+    mut body: RequestBody<B>,
+    limit: usize,
+) -> Result<(Bytes, Option<RequestBody<B>>), SendError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut buffered = BytesMut::new();
+    while buffered.len() <= limit {
+        match body.frame().await {
+            None => return Ok((buffered.freeze(), None)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffered.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => {
+                if let Some(limit) = find_cause::<BodyTooLarge>(&*error) {
+                    return Err(SendError::Edge(ProxyError::BodyTooLarge { limit: limit.0 }));
+                }
+                return Err(SendError::Edge(ProxyError::BadRequest(
+                    "The request body could not be read.".into(),
+                )));
+            }
+        }
+    }
+    Ok((buffered.freeze(), Some(body)))
 }
 
 /// How sending failed: an error the edge decided, or the client's.

@@ -11,6 +11,7 @@ mod errors;
 mod headers;
 mod hostile;
 mod keys;
+mod mcp;
 mod replicas;
 mod streams;
 mod support;
