@@ -68,6 +68,9 @@ impl fmt::Display for UpstreamError {
 }
 
 type OutboundBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Idle pooled connections are closed after this (see `build_client`).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// The pooled client toward upstreams (HTTP/1.1, or h2c/h2 when configured).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 
@@ -107,7 +110,10 @@ fn build_client(connect_timeout: Duration, http2: bool) -> UpstreamClient {
     };
     let mut client = Client::builder(TokioExecutor::new());
     client
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below the keep-alive timeouts common agent servers close idle connections at
+        // (uvicorn and Node: 5 s): reusing a connection the server is closing at that moment
+        // fails a request that was already written, which cannot be retried safely.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
     if http2 {

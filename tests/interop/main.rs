@@ -12,4 +12,5 @@
 )]
 
 mod agentcore;
+mod mcp;
 mod support;
