@@ -286,7 +286,7 @@ impl Upstream {
         let path = crate::config::defaults::arn_alias_path(arn);
         let query = format!(
             "qualifier={}",
-            percent_encoding::utf8_percent_encode(qualifier, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(qualifier, sigv4::URI_ENCODE)
         );
         let replica = Replica::new(endpoint, &path, Some(&query))?;
         Ok(Self {

@@ -65,6 +65,15 @@ impl fmt::Display for SigningError {
 
 impl std::error::Error for SigningError {}
 
+/// SigV4's URI encoding: everything but the unreserved characters `A-Za-z0-9-_.~`. Query
+/// values are sent in this form so that the query on the wire is already canonical: AWS
+/// re-encodes it this way before checking the signature, botocore takes it as it is.
+pub const URI_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// What the signature says about the body.
 #[derive(Debug, Clone)]
 pub enum Payload {

@@ -13,4 +13,5 @@
 
 mod agentcore;
 mod mcp;
+mod sigv4;
 mod support;

@@ -78,6 +78,20 @@ impl Peer {
         Peer::spawn("oidc-provider", Path::new("node"), &all)
     }
 
+    /// The botocore-checked fake AgentCore data plane (tests/interop/agentcore_fake).
+    pub fn agentcore_fake() -> Peer {
+        Peer::spawn(
+            "agentcore-fake",
+            &python(),
+            &[
+                "tests/interop/agentcore_fake/server.py",
+                "--port",
+                "0",
+                "--watch-stdin",
+            ],
+        )
+    }
+
     pub fn agentcore_agent() -> Peer {
         Peer::spawn(
             "agentcore-agent",
@@ -129,6 +143,12 @@ pub struct Gatehouse {
 impl Gatehouse {
     /// `routes` is the YAML of the `routes:` list; `top` adds top-level keys.
     pub fn start(top: &str, routes: &str) -> Gatehouse {
+        Self::start_with_env(top, routes, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment variables for the binary (AWS
+    /// credentials for the SigV4 tests).
+    pub fn start_with_env(top: &str, routes: &str, env: &[(&str, &str)]) -> Gatehouse {
         let port = free_port();
         let admin_port = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -154,6 +174,7 @@ impl Gatehouse {
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
