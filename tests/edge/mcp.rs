@@ -91,7 +91,10 @@ fn mcp_route(upstream: &str, extra: &str) -> String {
 #[tokio::test]
 async fn headers_pass_both_ways_and_every_method_is_authenticated() {
     let agent = agent().await;
-    let routes = mcp_route(&agent.url(), "");
+    let routes = mcp_route(
+        &agent.url(),
+        "    cors: { allowedOrigins: [\"https://somewhere.example\"] }\n",
+    );
     let edge = Edge::start_with(issuer().await, agent, "", &routes).await;
     let auth = format!("Bearer {}", edge.valid_token());
     let mcp_headers = [
@@ -335,4 +338,43 @@ async fn discovery_metadata_names_the_public_mcp_url() {
             .unwrap()
             .starts_with(r#"Bearer error="insufficient_scope", scope="invoke", resource_metadata="https://gw.example.com/"#)
     );
+}
+
+#[tokio::test]
+async fn mcp_routes_without_cors_accept_only_their_own_origin() {
+    let agent = agent().await;
+    let routes = mcp_route(&agent.url(), "");
+    let edge = Edge::start_with(
+        issuer().await,
+        agent,
+        "publicUrl: https://gw.example.com",
+        &routes,
+    )
+    .await;
+    let auth = format!("Bearer {}", edge.valid_token());
+    for (origin, status) in [
+        ("https://gw.example.com", 200),
+        ("HTTPS://GW.example.com", 200),
+        ("https://evil.example", 403),
+        // DNS rebinding: the attacker's name in both Host and Origin.
+        ("http://127.0.0.1", 403),
+        ("null", 403),
+    ] {
+        let host = origin.trim_start_matches("http://");
+        let reply = edge
+            .send(
+                Method::POST,
+                "/mcp",
+                &[("authorization", &auth), ("origin", origin), ("host", host)],
+                "{}",
+            )
+            .await;
+        assert_eq!(reply.status, status, "{origin}");
+    }
+    // No Origin (non-browser clients): fine.
+    let reply = edge
+        .send(Method::POST, "/mcp", &[("authorization", &auth)], "{}")
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(edge.agent.request_count(), 3);
 }
