@@ -13,6 +13,7 @@ mod hostile;
 mod keys;
 mod mcp;
 mod replicas;
+mod reload;
 mod streams;
 mod support;
 mod surface;
