@@ -196,6 +196,9 @@ impl Replica {
 /// Where one route's requests go: one URL, several replicas, or AgentCore Runtime (signed).
 #[derive(Debug)]
 pub struct Upstream {
+    /// The first replica's authority (the AgentCore endpoint's for `agentRuntimeArn`): the
+    /// `server.address` when no request picked a replica yet.
+    pub authority: Authority,
     pub replicas: Vec<Replica>,
     /// Replica choice when there are several.
     pub balancer: Option<Balancer>,
@@ -210,7 +213,7 @@ pub struct Upstream {
 /// An `agentRuntimeArn` upstream.
 #[derive(Debug)]
 pub struct AgentCore {
-    pub arn: String,
+    pub arn: Arc<str>,
     pub qualifier: String,
     pub signer: AgentCoreSigner,
 }
@@ -256,14 +259,15 @@ impl Upstream {
             .iter()
             .map(|url| Replica::new(url, path, None))
             .collect::<Result<Vec<_>, _>>()?;
-        if replicas.is_empty() {
-            return Err("upstream has no URL".into());
-        }
         let balancer = (replicas.len() > 1).then(|| {
             let ids: Vec<String> = urls.iter().map(ToString::to_string).collect();
             Balancer::new(&ids)
         });
+        let Some(first) = replicas.first() else {
+            return Err("upstream has no URL".into());
+        };
         Ok(Self {
+            authority: first.authority.clone(),
             replicas,
             balancer,
             agentcore: None,
@@ -290,10 +294,11 @@ impl Upstream {
         );
         let replica = Replica::new(endpoint, &path, Some(&query))?;
         Ok(Self {
+            authority: replica.authority.clone(),
             replicas: vec![replica],
             balancer: None,
             agentcore: Some(AgentCore {
-                arn: arn.to_owned(),
+                arn: Arc::from(arn),
                 qualifier: qualifier.to_owned(),
                 signer,
             }),
@@ -301,6 +306,12 @@ impl Upstream {
             request_timeout: limits.request_timeout,
             stream_idle_timeout: limits.stream_idle_timeout,
             max_body_bytes: limits.max_body_bytes,
+        })
+    }
+
+    fn replica(&self, index: usize) -> Result<&Replica, ProxyError> {
+        self.replicas.get(index).ok_or_else(|| {
+            ProxyError::Upstream(UpstreamError::Unreachable("no upstream replica".into()))
         })
     }
 
@@ -337,7 +348,7 @@ impl Upstream {
             };
             tokio::time::timeout_at(deadline, sending).await
         } else {
-            parts.uri = self.replicas[0].uri_for(route, &parts.uri)?;
+            parts.uri = self.replica(0)?.uri_for(route, &parts.uri)?;
             tokio::time::timeout_at(
                 deadline,
                 self.client
@@ -410,7 +421,7 @@ impl Upstream {
                 )));
             };
             tried.push(index);
-            let replica = &self.replicas[index];
+            let replica = self.replica(index).map_err(SendError::Edge)?;
             let mut request = Request::new(Reclaimable::new(slot.clone()).boxed_unsync());
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = replica
@@ -486,7 +497,11 @@ impl Upstream {
         index: usize,
         id: HeaderValue,
     ) {
-        let Ok(uri) = self.replicas[index].uri_for(route, &parts.uri) else {
+        let Some(Ok(uri)) = self
+            .replicas
+            .get(index)
+            .map(|r| r.uri_for(route, &parts.uri))
+        else {
             return;
         };
         let mut request = Request::new(
@@ -521,7 +536,7 @@ impl Upstream {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let replica = &self.replicas[0];
+        let replica = self.replica(0).map_err(SendError::Edge)?;
         parts.uri = replica.base_uri.clone();
         parts.method = http::Method::POST;
         let (buffered, rest) = read_up_to(body, SIGNED_PAYLOAD_LIMIT).await?;
