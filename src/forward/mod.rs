@@ -332,20 +332,23 @@ impl Upstream {
         let body = RequestBody::new(body, self.max_body_bytes, Some(record.clone()));
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // The replica and AgentCore paths are boxed: inlined, their state would make every
+        // request's future (the plain path's too) larger to build and move.
         let sent = if let Some(agentcore) = &self.agentcore {
-            tokio::time::timeout_at(deadline, self.send_signed(agentcore, parts, body)).await
+            tokio::time::timeout_at(deadline, Box::pin(self.send_signed(agentcore, parts, body)))
+                .await
         } else if let Some(balancer) = &self.balancer {
             let placing = route.protocol == Protocol::Mcp
                 && parts.method == http::Method::POST
                 && session_key(&parts.headers).is_none();
-            let sending = async {
+            let sending = Box::pin(async {
                 let sent = if placing {
                     self.send_placing(balancer, route, &parts, body).await
                 } else {
                     self.send_balanced(balancer, route, &parts, body).await
                 };
                 sent.map(|(response, _)| response)
-            };
+            });
             tokio::time::timeout_at(deadline, sending).await
         } else {
             parts.uri = self.replica(0)?.uri_for(route, &parts.uri)?;
@@ -608,14 +611,12 @@ enum SendError {
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .get(..17)
-                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
-        })
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii_start()
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    })
 }
 
 /// The session a request belongs to, for replica affinity: `Mcp-Session-Id`, else the
