@@ -6,7 +6,14 @@
 //! the request path after the prefix is appended and the query string kept. The AgentCore
 //! invocation form drops the query (`qualifier` is for the edge). No response headers within
 //! `requestTimeout`: 504. Connection refused, reset or TLS failure before a response: 502.
-//! After the headers, the body streams under `streamIdleTimeout`.
+//! After the headers, the body streams under `streamIdleTimeout` (SSE: with the route's
+//! comment keep-alives, [`body`]).
+//!
+//! Three kinds of upstream, one [`Upstream`]: one `url` (the hot path: no balancing, no
+//! buffering); several `urls`, where [`balance`] picks the replica by session affinity and
+//! passive health, a refused connection moves the untouched body to the next replica
+//! ([`reclaim`]), and a new MCP session is created on the replica its id hashes to; and an
+//! `agentRuntimeArn`, signed with SigV4 ([`sigv4`]).
 
 pub mod balance;
 pub mod body;
