@@ -298,3 +298,85 @@ fn sessions_stay_on_their_replica() {
     }
     assert!(!homes.is_empty());
 }
+
+/// The 1.x SDK most deployments run: a `FastMCP` server, and the 1.x `ClientSession` client
+/// (with a token, and discovering its own), plus the TypeScript client.
+#[test]
+fn fastmcp_1x_server_and_client() {
+    let v1 = root().join(".interop/venv-mcp1/bin/python");
+    let idp = Peer::idp(&["--any-resource"]);
+    let server = Peer::spawn(
+        "fastmcp-1x",
+        &v1,
+        &[
+            "tests/interop/mcp/server.py",
+            "--port",
+            "0",
+            "--watch-stdin",
+            "--name",
+            "fastmcp",
+        ],
+    );
+    let upstream = format!(r#"{{ url: "{}" }}"#, server.url);
+    let routes = route(
+        "tools",
+        "/mcp",
+        &idp,
+        &upstream,
+        "    requestHeaderAllowlist: [Authorization]\n    keepAlive: 15s\n",
+    );
+    let edge = Gatehouse::start("", &routes);
+    let mcp = format!("{}/mcp", edge.url);
+    let token = client_credentials(&idp, "agent-client", "agent-secret", "invoke");
+
+    let out = client(
+        &v1,
+        "tests/interop/mcp/client_v1.py",
+        &[&mcp, "--token", &token],
+    );
+    assert_eq!(out["protocolVersion"], "2025-11-25");
+    assert_eq!(out["tools"], json!(["progress", "whoami"]));
+    assert_eq!(out["whoami"]["server"], "fastmcp");
+    assert_eq!(out["whoami"]["session"], out["sessionId"]);
+    assert_eq!(out["whoami_again"]["session"], out["sessionId"]);
+    assert_eq!(
+        out["whoami"]["host"],
+        server.url.trim_start_matches("http://")
+    );
+    assert_streamed(&out["progress"]);
+
+    let out = client(
+        &v1,
+        "tests/interop/mcp/client_v1.py",
+        &[
+            &mcp,
+            "--client-id",
+            "agent-client",
+            "--client-secret",
+            "agent-secret",
+            "--issuer",
+            &idp.url,
+            "--scope",
+            "invoke",
+        ],
+    );
+    let authorization = out["whoami"]["authorization"].as_str().unwrap();
+    let token = authorization.strip_prefix("Bearer ").unwrap();
+    assert_eq!(claims(token)["aud"], mcp.as_str());
+    assert!(
+        out["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with(&format!(
+                "GET {}/.well-known/oauth-protected-resource/mcp",
+                edge.url
+            ))),
+        "{out}"
+    );
+
+    let out = ts_client(&[&mcp, "--token", token]);
+    assert_eq!(out["whoami"]["server"], "fastmcp");
+    assert_eq!(out["resumed"]["session"], out["sessionId"]);
+    assert_streamed(&out["progress"]);
+}

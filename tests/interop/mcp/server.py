@@ -1,6 +1,7 @@
-"""An MCP server built with the official Python SDK (`mcp` 2.x `MCPServer`, the successor of
-FastMCP), served over Streamable HTTP at /mcp with stateful sessions, SSE responses and an
-in-memory event store (so streams can be resumed with Last-Event-ID).
+"""An MCP server built with the official Python SDK, served over Streamable HTTP at /mcp with
+stateful sessions, SSE responses and an in-memory event store (so streams can be resumed with
+Last-Event-ID). With `mcp` 2.x it is an `MCPServer`; with 1.x (the `.interop/venv-mcp1` venv)
+the same tools on the `FastMCP` class most deployed servers use.
 
 Follows the interop READY protocol (tests/interop/README.md): `--port 0` binds a free port on
 127.0.0.1 and prints `READY http://127.0.0.1:<port>` once it answers; SIGTERM exits 0;
@@ -27,8 +28,16 @@ import threading
 import time
 
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.streamable_http import EventStore, EventMessage
+from mcp.server.streamable_http import EventMessage, EventStore
+
+try:
+    from mcp.server.mcpserver import Context, MCPServer
+
+    V2 = True
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import Context, FastMCP
+
+    V2 = False
 
 
 class MemoryEventStore(EventStore):
@@ -60,11 +69,21 @@ def main():
     parser.add_argument("--watch-stdin", action="store_true")
     args = parser.parse_args()
 
-    server = MCPServer(args.name, log_level="WARNING")
+    events = MemoryEventStore()
+    if V2:
+        server = MCPServer(args.name, log_level="WARNING")
+    else:
+        server = FastMCP(args.name, log_level="WARNING", event_store=events, host="127.0.0.1")
+
+    def request_headers(ctx):
+        if V2:
+            return ctx.headers or {}
+        request = ctx.request_context.request
+        return request.headers if request is not None else {}
 
     @server.tool()
     async def whoami(ctx: Context) -> str:
-        headers = ctx.headers or {}
+        headers = request_headers(ctx)
         return json.dumps(
             {
                 "server": args.name,
@@ -86,7 +105,10 @@ def main():
         await asyncio.sleep(interval_ms / 1000)
         return json.dumps({"sent": sent})
 
-    app = server.streamable_http_app(event_store=MemoryEventStore(), host="127.0.0.1")
+    if V2:
+        app = server.streamable_http_app(event_store=events, host="127.0.0.1")
+    else:
+        app = server.streamable_http_app()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
