@@ -378,3 +378,131 @@ async fn mcp_routes_without_cors_accept_only_their_own_origin() {
     assert_eq!(reply.status, 200);
     assert_eq!(edge.agent.request_count(), 3);
 }
+
+/// A stateful MCP server replica: `initialize` (a POST without a session) creates a session
+/// named after the replica; requests for sessions it does not hold get 404, as the SDKs do.
+fn stateful_replica(name: &'static str, deleted: Arc<std::sync::Mutex<Vec<String>>>) -> Handler {
+    let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Arc::new(move |req: Request<Incoming>| {
+        let created = created.clone();
+        let deleted = deleted.clone();
+        Box::pin(async move {
+            let session = req
+                .headers()
+                .get("mcp-session-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            match (req.method().clone(), session) {
+                (Method::POST, None) => {
+                    let n = created.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut r = full(200, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+                    r.headers_mut()
+                        .insert("mcp-session-id", format!("{name}-{n}").parse().unwrap());
+                    r
+                }
+                (method, Some(id)) if id.starts_with(&format!("{name}-")) => {
+                    if method == Method::DELETE {
+                        deleted.lock().unwrap().push(id);
+                    }
+                    full(200, "{}")
+                }
+                _ => full(404, ""),
+            }
+        })
+    })
+}
+
+#[tokio::test]
+async fn new_sessions_are_created_on_the_replica_their_id_hashes_to() {
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut urls = Vec::new();
+    for name in ["r0", "r1", "r2"] {
+        let addr = scripted(stateful_replica(name, deleted.clone())).await;
+        urls.push(format!("\"http://{addr}\""));
+    }
+    let routes = mcp_route("x", "").replace(
+        r#"upstream: { url: "x" }"#,
+        &format!("upstream: {{ urls: [{}] }}", urls.join(", ")),
+    );
+    let edge = Edge::start("", &routes).await;
+    let auth = format!("Bearer {}", edge.valid_token());
+    let mut sessions = Vec::new();
+    for _ in 0..30 {
+        let reply = edge
+            .send(
+                Method::POST,
+                "/mcp",
+                &[("authorization", &auth)],
+                r#"{"method":"initialize"}"#,
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        sessions.push(reply.header("mcp-session-id").unwrap().to_owned());
+    }
+    // Every later request of every session finds it (a misrouted one would get 404).
+    for id in &sessions {
+        for method in [Method::POST, Method::GET, Method::DELETE] {
+            let reply = edge
+                .send(
+                    method.clone(),
+                    "/mcp",
+                    &[("authorization", &auth), ("mcp-session-id", id)],
+                    "{}",
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{method} {id}");
+        }
+    }
+    assert!(sessions.iter().any(|s| s.starts_with("r0-")));
+    assert!(sessions.iter().any(|s| s.starts_with("r1-")));
+    assert!(sessions.iter().any(|s| s.starts_with("r2-")));
+    // The sessions made on the wrong replica were deleted there again: every created id is
+    // either handed out or deleted (the deletes run in the background).
+    let handed_out: std::collections::HashSet<&String> = sessions.iter().collect();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let deleted = deleted.lock().unwrap();
+            let orphans = deleted.iter().filter(|d| !handed_out.contains(d)).count();
+            // 30 deletes of handed-out sessions from the loop above, plus the orphans.
+            deleted.len() == 30 + orphans && orphans > 0
+        })
+        .await,
+        "{:?}",
+        deleted.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn keep_alives_over_h2() {
+    let handler: Handler = Arc::new(|_req| {
+        Box::pin(async move {
+            let (response, tx) = sse();
+            tx.send("data: {\"a\":1}\n\n").unwrap();
+            // The stream stays open (and silent) while the test reads it.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(tx);
+            });
+            response
+        })
+    });
+    let upstream = scripted(handler).await;
+    let routes = mcp_route(&format!("http://{upstream}"), "    keepAlive: 1s\n");
+    let edge = Edge::start("", &routes).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = Request::post(edge.url("/mcp"))
+        .header("authorization", format!("Bearer {}", edge.valid_token()))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert!(response.headers().get("transfer-encoding").is_none());
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while !text.contains(": keep-alive\n\n") {
+        let frame = body.frame().await.unwrap().unwrap();
+        text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+    }
+    assert_eq!(text, "data: {\"a\":1}\n\n: keep-alive\n\n");
+}
