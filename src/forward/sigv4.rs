@@ -250,7 +250,9 @@ impl CredentialCache {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let this = self.clone();
             handle.spawn(async move {
-                let _ = this.load().await;
+                if let Err(error) = this.load().await {
+                    tracing::warn!(%error, "no AWS credentials yet for agentRuntimeArn upstreams; requests will retry the chain");
+                }
             });
         }
     }
