@@ -480,7 +480,9 @@ impl Upstream {
             return self.send_balanced(balancer, route, parts, whole).await;
         }
         let body = prefix;
-        let attempts = balancer.len() * 4;
+        // Each attempt lands right with probability 1/n: after 16n attempts a miss is
+        // below 1e-7 (n = 3: 4e-9), while the expected count stays n.
+        let attempts = balancer.len().saturating_mul(16).max(32);
         for attempt in 1..=attempts {
             let full = http_body_util::Full::new(body.clone())
                 .map_err(|never| match never {})
@@ -489,7 +491,11 @@ impl Upstream {
             let Some(id) = response.headers().get(&crate::enrich::MCP_SESSION_HEADER) else {
                 return Ok((response, index));
             };
-            if attempt == attempts || balancer.pick(Some(id.as_bytes()), &[]) == Some(index) {
+            if balancer.pick(Some(id.as_bytes()), &[]) == Some(index) {
+                return Ok((response, index));
+            }
+            if attempt == attempts {
+                tracing::warn!(route = %route.name, attempts, "no replica created a session that hashes to itself; later requests of this session may reach another replica");
                 return Ok((response, index));
             }
             self.delete_session(route, parts, index, id.clone());
