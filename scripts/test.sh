@@ -2,8 +2,12 @@
 # Every test tier, as CI runs it:
 #   1. installs the interop peers (npm + pip into local directories; idempotent),
 #   2. cargo fmt --check and cargo clippy -D warnings,
-#   3. unit tests, the in-process integration tests (tests/edge) and doc tests,
-#   4. the interop tier against real third-party peers (tests/interop).
+#   3. unit tests, property tests, the in-process integration tests (tests/edge) and doc tests,
+#   4. the slow tier: load and resource tests (tests/edge/load.rs, ignored by a plain
+#      `cargo test`), one at a time so the memory they measure is theirs,
+#   5. a short fuzzing run of every target (scripts/fuzz.sh; FUZZ_SECONDS per target, 30 by
+#      default, 0 skips it),
+#   6. the interop tier against real third-party peers (tests/interop).
 # Load and fault tests only target 127.0.0.1 and stop by themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,15 @@ cargo test --all-targets
 
 step "doc tests"
 cargo test --doc
+
+step "slow tier: load and resource tests"
+cargo test --test edge -- --ignored --test-threads=1 --nocapture
+
+fuzz_seconds=${FUZZ_SECONDS:-30}
+if [[ "$fuzz_seconds" != 0 ]]; then
+    step "fuzzing (${fuzz_seconds}s per target, stable toolchain)"
+    scripts/fuzz.sh "$fuzz_seconds"
+fi
 
 step "interop tests (real peers)"
 cargo test --features interop --test interop

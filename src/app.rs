@@ -19,7 +19,9 @@ use crate::auth::jwks::{Issuer, IssuerStatus};
 use crate::config;
 use crate::settings::{self, Settings, Shared, Startup};
 use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::export::{ExporterSource, QueueConfig};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::spans::{self, Spans};
 
 /// Everything the request path and the admin listener share.
 #[derive(Debug)]
@@ -31,6 +33,25 @@ pub struct App {
     pub access_log: AccessLog,
     /// Metrics for requests that matched no route.
     pub unmatched_metrics: RouteMetrics,
+    /// The span pipeline; `None` when no OTLP endpoint is configured (no span is ever built).
+    pub spans: Option<Arc<Spans>>,
+}
+
+/// Where the telemetry of [`App::with_outputs`] goes; the defaults follow the configuration.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Default: stdout, unless `telemetry.accessLog: off`.
+    pub access_log: Option<AccessLog>,
+    /// Default: `telemetry.otlp` / `OTEL_EXPORTER_OTLP_*`, or none.
+    pub spans: Option<SpanOutput>,
+}
+
+/// A span pipeline to use instead of the configured one.
+#[derive(Debug)]
+pub enum SpanOutput {
+    Off,
+    /// Spans go to this exporter (tests use the SDK's in-memory exporter).
+    Exporter(ExporterSource, QueueConfig),
 }
 
 impl App {
@@ -40,6 +61,23 @@ impl App {
         base_dir: &Path,
         access_log: Option<AccessLog>,
     ) -> Result<(Arc<Self>, Startup), String> {
+        Self::with_outputs(
+            file,
+            base_dir,
+            Outputs {
+                access_log,
+                spans: None,
+            },
+        )
+    }
+
+    /// As [`Self::new`], with telemetry outputs chosen by the caller.
+    pub fn with_outputs(
+        file: &config::file::FileConfig,
+        base_dir: &Path,
+        outputs: Outputs,
+    ) -> Result<(Arc<Self>, Startup), String> {
+        let access_log = outputs.access_log;
         let metrics = Arc::new(Metrics::new());
         let shared = Shared::new(metrics.clone());
         let (startup, settings) = settings::compile(file, base_dir, &shared)?;
@@ -50,7 +88,21 @@ impl App {
                 AccessLog::disabled(metrics.clone())
             }
         });
+        let telemetry = file.telemetry.as_ref();
+        let spans = match outputs.spans {
+            None => Spans::from_config(telemetry, metrics.clone())?,
+            Some(SpanOutput::Off) => None,
+            Some(SpanOutput::Exporter(source, queue)) => Some(Spans::start(
+                source,
+                queue,
+                Duration::from_secs(10),
+                spans::resource(telemetry),
+                metrics.clone(),
+            )?),
+        }
+        .map(Arc::new);
         let app = Self {
+            spans,
             settings: ArcSwap::from_pointee(settings),
             token_cache: TokenCache::new(startup.token_cache_entries),
             unmatched_metrics: metrics.route("_unmatched"),
@@ -59,6 +111,19 @@ impl App {
             access_log,
         };
         Ok((Arc::new(app), startup))
+    }
+
+    /// Exports the spans still queued, within `timeout` (SPEC §2: flush telemetry on
+    /// shutdown). The access log needs nothing: its writer flushes after every batch.
+    pub async fn flush_telemetry(&self, timeout: Duration) {
+        if let Some(spans) = &self.spans
+            && !spans.flush(timeout).await
+        {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis(),
+                "spans not exported before shutdown (collector slow or down)"
+            );
+        }
     }
 
     /// The settings a new request runs on.

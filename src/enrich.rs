@@ -241,8 +241,8 @@ impl HeaderPolicy {
     }
 
     /// The edge's entries first (`session.id`, `claimsToBaggage`), then the client's entries
-    /// for other keys, within the W3C limits.
-    fn baggage(
+    /// for other keys, within the W3C limits. Public for the fuzz target (`fuzz/`).
+    pub fn baggage(
         &self,
         client: &HeaderMap,
         session: Option<&str>,

@@ -19,11 +19,13 @@
 //! holds the current settings and swaps them on reload. [`admin`] serves health, readiness and
 //! metrics on its own listener. [`dev`] holds the development issuer, echo agent and token tools
 //! behind `gatehouse dev` and `gatehouse token`, also used by the integration tests.
+//! [`bench`] is `gatehouse bench`, the load generator.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod body;
 pub mod config;
 pub mod cors;

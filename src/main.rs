@@ -71,6 +71,9 @@ enum Command {
     },
     /// Mint a signed JWT from a local key (PEM or JWK), or from a running `gatehouse dev`.
     Token(Box<TokenArgs>),
+    /// Load the edge: closed loop or fixed rate; client latency and the edge's validation
+    /// latency (from Server-Timing).
+    Bench(Box<gatehouse::bench::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +137,10 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
         }),
         Command::Token(args) => token(&args),
+        Command::Bench(args) => runtime(None).and_then(|rt| {
+            rt.block_on(gatehouse::bench::run(&args))
+                .map(|()| ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,
@@ -202,7 +209,13 @@ async fn serve(path: &Path) -> Result<ExitCode, String> {
         path.to_owned(),
         startup.watch_config,
     ));
-    server::serve(app, startup, listeners, server::shutdown_signal()).await?;
+    if let Some(spans) = &app.spans {
+        telemetry::spans::report_background_fetches(spans.clone(), app.settings().tracing.sampler);
+    }
+    let result = server::serve(app.clone(), startup, listeners, server::shutdown_signal()).await;
+    // Drained (or failed): what the export queue still holds goes out, within a bound.
+    app.flush_telemetry(Duration::from_secs(5)).await;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

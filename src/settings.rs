@@ -63,6 +63,8 @@ pub struct Settings {
     pub trust_forwarded_headers: bool,
     pub server_timing: bool,
     pub access_log: bool,
+    /// Sampling and span contents (`telemetry.sampling`, `telemetry.enduserId`).
+    pub tracing: crate::telemetry::spans::TraceSettings,
 }
 
 /// The long-lived pieces a compiled configuration points into, kept across reloads.
@@ -238,6 +240,7 @@ pub fn compile(
         trust_forwarded_headers: trust_forwarded,
         server_timing: telemetry.server_timing.unwrap_or(false),
         access_log: telemetry.access_log.as_deref() != Some("off"),
+        tracing: crate::telemetry::spans::TraceSettings::from_file(Some(&telemetry)),
     };
     Ok((startup, settings))
 }

@@ -192,20 +192,34 @@ fn numeric_date(all: &Map<String, Value>, name: &str) -> Result<Option<i64>, Cla
 }
 
 /// Parses a JSON object, refusing duplicate top-level member names and trailing data.
+///
+/// The error text is fixed per kind of failure and never quotes the input: serde_json's own
+/// messages do (`invalid type: string "eyJ..."`), and a payload that is a nested token would
+/// be echoed to the client in the body and the `WWW-Authenticate` challenge.
 pub(crate) fn unique_object(json: &[u8]) -> Result<Map<String, Value>, ClaimsError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let map = UniqueKeys::deserialize(&mut de)
         .map_err(|e| {
-            ClaimsError(format!(
-                "token payload is not a JSON object: {}",
-                e.classify_msg()
-            ))
+            let what = if e.to_string().starts_with(DUPLICATE) {
+                DUPLICATE
+            } else {
+                match e.classify() {
+                    serde_json::error::Category::Data => "not an object",
+                    serde_json::error::Category::Eof => "truncated",
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                        "not valid JSON"
+                    }
+                }
+            };
+            ClaimsError(format!("token payload is not a JSON object: {what}"))
         })?
         .0;
     de.end()
         .map_err(|_| ClaimsError("token payload has trailing data".into()))?;
     Ok(map)
 }
+
+const DUPLICATE: &str = "duplicate member name";
 
 /// A JSON object whose top-level member names are unique (RFC 7519 §4 says a parser MUST
 /// either reject duplicates or take the last; taking the last lets two parsers disagree).
@@ -224,28 +238,13 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
                 while let Some(key) = access.next_key::<String>()? {
                     let value: Value = access.next_value()?;
                     if map.insert(key, value).is_some() {
-                        return Err(de::Error::custom("duplicate member name"));
+                        return Err(de::Error::custom(DUPLICATE));
                     }
                 }
                 Ok(UniqueKeys(map))
             }
         }
         de.deserialize_map(V)
-    }
-}
-
-/// serde_json error text without positions that would make the message noisy.
-trait ClassifyMsg {
-    fn classify_msg(&self) -> String;
-}
-
-impl ClassifyMsg for serde_json::Error {
-    fn classify_msg(&self) -> String {
-        let text = self.to_string();
-        match text.find(" at line ") {
-            Some(i) => text[..i].to_owned(),
-            None => text,
-        }
     }
 }
 
@@ -329,6 +328,24 @@ mod tests {
         assert!(parse(r#"[1]"#).is_err());
         assert!(parse(r#"{"a":1} x"#).unwrap_err().contains("trailing"));
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_payload() {
+        for json in [
+            r#""eyJhbGciOiJSUzI1NiJ9.secret.sig""#,
+            r#"["eyJhbGciOiJSUzI1NiJ9.secret.sig"]"#,
+            r#"{"eyJhbGciOiJSUzI1NiJ9.secret.sig" 1}"#,
+            r#"{"a":"eyJhbGciOiJSUzI1NiJ9.secret.sig""#,
+            "eyJhbGciOiJSUzI1NiJ9.secret.sig",
+        ] {
+            let error = parse(json).unwrap_err();
+            assert!(!error.contains("secret"), "{json}: {error}");
+            assert!(
+                error.starts_with("token payload is not a JSON object: "),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -462,7 +462,9 @@ impl Issuer {
             return;
         }
         self.mark_attempt();
+        let timer = crate::telemetry::spans::FetchTimer::start();
         let result = self.fetch_once(&mut state).await;
+        timer.finish(&self.label, reason, &result);
         self.metrics.jwks_fetch(&self.label, result.is_ok());
         drop(state);
         match result {

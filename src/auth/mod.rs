@@ -331,6 +331,8 @@ where
                     duration: std::time::Duration::ZERO,
                     client_id: None,
                     sub: None,
+                    kid: None,
+                    alg: None,
                 });
                 return inner.call(request).await;
             };
@@ -352,20 +354,31 @@ where
                         duration,
                         client_id: principal.claims.client_id.clone(),
                         sub: principal.claims.sub.clone(),
+                        kid: principal.kid.clone(),
+                        alg: Some(principal.alg),
                     });
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }
                 Err((error, refused)) => {
-                    let (client_id, sub) = refused.map_or((None, None), |p| {
-                        (p.claims.client_id.clone(), p.claims.sub.clone())
-                    });
+                    let cache_hit = refused.as_ref().is_some_and(|p| p.cache_hit);
+                    let (client_id, sub, kid, alg) =
+                        refused.map_or((None, None, None, None), |p| {
+                            (
+                                p.claims.client_id.clone(),
+                                p.claims.sub.clone(),
+                                p.kid.clone(),
+                                Some(p.alg),
+                            )
+                        });
                     record.set_auth(AuthRecord {
                         outcome: error.outcome(),
-                        cache_hit: false,
+                        cache_hit,
                         duration,
                         client_id,
                         sub,
+                        kid,
+                        alg,
                     });
                     let base = crate::metadata::base_url(&record, request.headers());
                     let challenge = challenge(

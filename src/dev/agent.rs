@@ -7,6 +7,10 @@
 //!   → 200 JSON `{"payload", "headers", "sessionId", "method", "path", "query", "bodyBytes"}`.
 //! - A JSON payload with `"stream": N` (and optional `"intervalMs"`, default 100) → an SSE
 //!   response of N `data: {"index":i,...}` events, each written as its own frame when due.
+//! - A JSON payload with `"bytes": N` (and optional `"chunk"`, default 64 KiB) → 200
+//!   `application/octet-stream` of N bytes, produced a chunk at a time only when the
+//!   connection takes it; [`EchoAgent::streamed_bytes`] counts what was handed over, so tests
+//!   can see backpressure (a slow reader holds the producer back).
 //! - Bodies are read whole (any size) but only the first `record_body_limit` bytes are kept and
 //!   echoed; a longer body is echoed as `"<N bytes, not echoed>"`.
 //!
@@ -154,6 +158,8 @@ struct State {
     /// Requests whose handler was dropped before it answered (the peer went away).
     abandoned: watch::Sender<u64>,
     completed_streams: AtomicU64,
+    /// Bytes of `"bytes": N` responses handed to the connection so far.
+    streamed_bytes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +194,7 @@ impl EchoAgent {
             cancelled: watch::Sender::new(0),
             abandoned: watch::Sender::new(0),
             completed_streams: AtomicU64::new(0),
+            streamed_bytes: AtomicU64::new(0),
         });
         let shared = Arc::clone(&state);
         let server = Server::spawn(listener, move |req, peer| {
@@ -229,6 +236,7 @@ impl EchoAgent {
         self.state.cancelled.send_replace(0);
         self.state.abandoned.send_replace(0);
         self.state.completed_streams.store(0, Ordering::SeqCst);
+        self.state.streamed_bytes.store(0, Ordering::SeqCst);
     }
 
     /// Wait until at least `n` requests arrived, then return the recorded ones.
@@ -255,6 +263,12 @@ impl EchoAgent {
     /// SSE responses that sent every event.
     pub fn completed_streams(&self) -> u64 {
         self.state.completed_streams.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of `"bytes": N` responses handed to the connection so far (produced on demand,
+    /// so this minus what the client read is what sits in buffers along the way).
+    pub fn streamed_bytes(&self) -> u64 {
+        self.state.streamed_bytes.load(Ordering::SeqCst)
     }
 
     /// Wait until at least `n` streams were cancelled.
@@ -436,6 +450,16 @@ fn respond(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if let Some(total) = payload.get("bytes").and_then(Value::as_u64) {
+        let chunk = payload
+            .get("chunk")
+            .and_then(Value::as_u64)
+            .and_then(|c| usize::try_from(c).ok())
+            .filter(|&c| c > 0)
+            .unwrap_or(64 * 1024)
+            .min(16 * 1024 * 1024);
+        return bytes_response(state, total, chunk);
+    }
     let mut resp = match payload.get("stream").and_then(Value::as_u64) {
         Some(n) => {
             let interval = payload
@@ -552,6 +576,33 @@ fn sse(state: &Arc<State>, n: u64, interval: Duration, session: Option<String>) 
         }
     });
     sse_response(StreamBody::new(stream).boxed_unsync())
+}
+
+/// `total` bytes of `x`, one `chunk` per frame, each made only when hyper asks for it.
+fn bytes_response(state: &Arc<State>, total: u64, chunk: usize) -> Response<Body> {
+    let block = Bytes::from(vec![b'x'; chunk]);
+    let state = Arc::clone(state);
+    let stream = futures_util::stream::unfold(0u64, move |sent| {
+        let block = block.clone();
+        let state = Arc::clone(&state);
+        async move {
+            if sent >= total {
+                return None;
+            }
+            let n = usize::try_from(total - sent).map_or(block.len(), |left| left.min(block.len()));
+            state.streamed_bytes.fetch_add(n as u64, Ordering::SeqCst);
+            Some((
+                Ok::<_, io::Error>(Frame::data(block.slice(..n))),
+                sent + n as u64,
+            ))
+        }
+    });
+    let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
 }
 
 /// Headers and one event, then a body error: hyper aborts the connection mid-response.

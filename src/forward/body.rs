@@ -33,6 +33,23 @@ impl fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
+/// The client's request body failed while streaming (bad chunked framing, a reset stream, a
+/// dropped connection): the client's fault, not the upstream's, so it must not become a 502.
+#[derive(Debug)]
+pub struct ClientBodyError(pub BoxError);
+
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reading the client's request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// The upstream sent nothing for `streamIdleTimeout`.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamIdle(pub Duration);
@@ -100,7 +117,7 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+            Some(Err(error)) => Poll::Ready(Some(Err(Box::new(ClientBodyError(error.into()))))),
             None => Poll::Ready(None),
         }
     }

@@ -45,7 +45,7 @@ use hyper::body::Incoming;
 
 use self::balance::Balancer;
 pub use self::body::UpstreamBody;
-use self::body::{BodyTooLarge, RequestBody};
+use self::body::{BodyTooLarge, ClientBodyError, RequestBody};
 use self::reclaim::{Prefixed, Reclaimable};
 use self::sigv4::{AgentCoreSigner, Payload, SIGNED_PAYLOAD_LIMIT};
 use crate::body::{BoxError, ProxyBody};
@@ -342,6 +342,7 @@ impl Upstream {
         // The replica and AgentCore paths are boxed: inlined, their state would make every
         // request's future (the plain path's too) larger to build and move.
         let sent = if let Some(agentcore) = &self.agentcore {
+            record.set_upstream_arn(&agentcore.arn);
             tokio::time::timeout_at(deadline, Box::pin(self.send_signed(agentcore, parts, body)))
                 .await
         } else if let Some(balancer) = &self.balancer {
@@ -354,7 +355,13 @@ impl Upstream {
                 } else {
                     self.send_balanced(balancer, route, &parts, body).await
                 };
-                sent.map(|(response, _)| response)
+                sent.map(|(response, index)| {
+                    // The replica that answered, for the client span's server.address.
+                    if let Some(replica) = self.replicas.get(index) {
+                        record.set_upstream_address(&replica.authority);
+                    }
+                    response
+                })
             });
             tokio::time::timeout_at(deadline, sending).await
         } else {
@@ -377,6 +384,13 @@ impl Upstream {
             Ok(Err(SendError::Client(error))) => {
                 if let Some(limit) = find_cause::<BodyTooLarge>(&error) {
                     return Err(ProxyError::BodyTooLarge { limit: limit.0 });
+                }
+                if find_cause::<ClientBodyError>(&error).is_some() {
+                    // Malformed chunking or a client that went away mid-body: a 400 for the
+                    // client (and the logs), not a 502 that blames the agent.
+                    return Err(ProxyError::BadRequest(
+                        "The request body could not be read.".into(),
+                    ));
                 }
                 tracing::debug!(route = %route.name, error = %error_chain(&error), "upstream request failed");
                 return Err(ProxyError::Upstream(UpstreamError::Unreachable(

@@ -66,6 +66,11 @@ struct IssuerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     issuer: String,
     result: &'static str,
@@ -88,6 +93,8 @@ pub struct Metrics {
     token_cache_entries: Gauge,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    spans_exported: Counter,
+    spans_dropped: Family<DropLabel, Counter>,
 }
 
 fn auth_histogram() -> Histogram {
@@ -120,6 +127,12 @@ impl Metrics {
         let jwks_age = Family::<IssuerLabel, Gauge>::default();
         let token_cache_entries = Gauge::default();
         let access_log_dropped = Counter::default();
+        let spans_exported = Counter::default();
+        let spans_dropped = Family::<DropLabel, Counter>::default();
+        // Present from the start at 0, so rate() and alerts work before the first drop.
+        for reason in SPAN_DROP_REASONS {
+            let _ = spans_dropped.get_or_create(&DropLabel { reason });
+        }
         registry.register(
             "gatehouse_requests",
             "Requests handled, by route, status class and authentication outcome",
@@ -170,6 +183,16 @@ impl Metrics {
             "Access-log lines dropped because stdout could not keep up",
             access_log_dropped.clone(),
         );
+        registry.register(
+            "gatehouse_spans_exported",
+            "Spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
+        registry.register(
+            "gatehouse_spans_dropped",
+            "Spans dropped: export queue full, collector refused the batch, or no answer in time",
+            spans_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -182,7 +205,20 @@ impl Metrics {
             jwks_age,
             token_cache_entries,
             access_log_dropped,
+            spans_exported,
+            spans_dropped,
         }
+    }
+
+    /// Counts spans that will never reach the collector.
+    pub fn spans_dropped(&self, reason: &'static str, count: u64) {
+        self.spans_dropped
+            .get_or_create(&DropLabel { reason })
+            .inc_by(count);
+    }
+
+    pub fn spans_exported(&self, count: u64) {
+        self.spans_exported.inc_by(count);
     }
 
     /// The handles one route records into.
@@ -243,6 +279,9 @@ impl Metrics {
         out
     }
 }
+
+/// Why a span was dropped (`gatehouse_spans_dropped_total{reason}`).
+const SPAN_DROP_REASONS: [&str; 3] = ["queue_full", "export_failed", "export_timeout"];
 
 /// Status classes, in the order of [`RouteMetrics`]' counter table.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

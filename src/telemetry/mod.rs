@@ -1,10 +1,12 @@
 //! The edge's own telemetry: the per-request record and the logging phase ([`record`]),
-//! metrics ([`metrics`]), the access log ([`access_log`]), trace context ([`trace`]), and
-//! process logging setup.
+//! metrics ([`metrics`]), the access log ([`access_log`]), trace context ([`trace`]), spans
+//! ([`spans`]) and their OTLP export ([`export`]), and process logging setup.
 
 pub mod access_log;
+pub mod export;
 pub mod metrics;
 pub mod record;
+pub mod spans;
 pub mod trace;
 
 use tracing_subscriber::EnvFilter;

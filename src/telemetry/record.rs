@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 
 use super::access_log::AccessLine;
 use super::metrics::AuthOutcome;
+use super::spans::{Finished, SpanCapture};
 use super::trace::TraceContext;
 use crate::app::App;
 use crate::body::{BoxError, ProxyBody};
@@ -64,6 +65,9 @@ pub struct AuthRecord {
     pub duration: Duration,
     pub client_id: Option<String>,
     pub sub: Option<String>,
+    /// The key and algorithm that verified the token, when it was verified.
+    pub kid: Option<Arc<str>>,
+    pub alg: Option<jsonwebtoken::Algorithm>,
 }
 
 /// One request as the edge saw it. Each phase sets the facts it learns, once.
@@ -89,10 +93,20 @@ pub struct RequestRecord {
     upstream_duration_us: AtomicU64,
     pub bytes_in: AtomicU64,
     finished: AtomicBool,
+    /// Only for requests whose spans are exported (sampled, and an exporter configured).
+    capture: Option<Box<SpanCapture>>,
 }
 
 impl RequestRecord {
-    fn new<B>(request: &Request<B>, conn: ConnInfo, settings: Arc<Settings>) -> Self {
+    fn new<B>(
+        request: &Request<B>,
+        conn: ConnInfo,
+        settings: Arc<Settings>,
+        exporting: bool,
+    ) -> Self {
+        let trace = TraceContext::from_headers_sampled(request.headers(), settings.tracing.sampler);
+        let capture =
+            (exporting && trace.sampled).then(|| Box::new(SpanCapture::new(request.headers())));
         Self {
             request_id: super::trace::uuid_v4(),
             started: Instant::now(),
@@ -100,7 +114,7 @@ impl RequestRecord {
             method: request.method().clone(),
             uri: request.uri().clone(),
             conn,
-            trace: TraceContext::from_headers(request.headers()),
+            trace,
             settings,
             route: OnceLock::new(),
             auth: OnceLock::new(),
@@ -110,7 +124,13 @@ impl RequestRecord {
             upstream_duration_us: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             finished: AtomicBool::new(false),
+            capture,
         }
+    }
+
+    /// The span-only facts, when this request's spans are exported.
+    pub fn capture(&self) -> Option<&SpanCapture> {
+        self.capture.as_deref()
     }
 
     pub fn set_route(&self, route: Arc<Route>) {
@@ -120,6 +140,9 @@ impl RequestRecord {
         self.route.get()
     }
     pub fn set_auth(&self, auth: AuthRecord) {
+        if let Some(capture) = self.capture() {
+            capture.auth_ended(self.started.elapsed());
+        }
         let _ = self.auth.set(auth);
     }
     pub fn auth(&self) -> Option<&AuthRecord> {
@@ -149,6 +172,24 @@ impl RequestRecord {
         self.upstream_status.store(status, Ordering::Relaxed);
         let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         self.upstream_duration_us.store(micros, Ordering::Relaxed);
+        if let Some(capture) = self.capture() {
+            capture.upstream_started(self.started.elapsed().saturating_sub(duration));
+        }
+    }
+
+    /// The upstream actually called (a replica of `urls`), for the upstream span; without it
+    /// the span names the route's configured upstream.
+    pub fn set_upstream_address(&self, address: &http::uri::Authority) {
+        if let Some(capture) = self.capture() {
+            capture.set_upstream_address(address.clone());
+        }
+    }
+
+    /// The AgentCore runtime invoked (SigV4 upstreams), for `aws.resource.arn`.
+    pub fn set_upstream_arn(&self, arn: &Arc<str>) {
+        if let Some(capture) = self.capture() {
+            capture.set_upstream_arn(arn.clone());
+        }
     }
     pub fn upstream_status(&self) -> Option<u16> {
         match self.upstream_status.load(Ordering::Relaxed) {
@@ -217,12 +258,25 @@ where
             .get::<ConnInfo>()
             .cloned()
             .unwrap_or_default();
-        let record = Arc::new(RequestRecord::new(&request, conn, self.app.settings()));
+        let record = Arc::new(RequestRecord::new(
+            &request,
+            conn,
+            self.app.settings(),
+            self.app.spans.is_some(),
+        ));
         request.extensions_mut().insert(record.clone());
         let mut inner = self.inner.clone();
         let app = self.app.clone();
         Box::pin(async move {
-            let (mut response, error) = match inner.call(request).await {
+            let called = inner.call(request);
+            // A recorded request is the task's current request, so key fetches it triggers
+            // land on its auth span (telemetry::spans).
+            let result = if record.capture().is_some() {
+                super::spans::scope(record.clone(), called).await
+            } else {
+                called.await
+            };
+            let (mut response, error) = match result {
                 Ok(response) => (response, None),
                 Err(error) => {
                     if let Some(outcome) = error.auth_outcome()
@@ -234,6 +288,8 @@ where
                             duration: Duration::ZERO,
                             client_id: None,
                             sub: None,
+                            kid: None,
+                            alg: None,
                         });
                     }
                     let reason = error.reason();
@@ -356,6 +412,17 @@ impl Finish {
                 error: self.error,
             };
             self.app.access_log.write(&line);
+        }
+        if let Some(spans) = &self.app.spans {
+            spans.request(
+                record.clone(),
+                Finished {
+                    status: self.status,
+                    elapsed,
+                    error: self.error,
+                    aborted,
+                },
+            );
         }
     }
 }

@@ -31,9 +31,49 @@ pub struct TraceContext {
     pub tracestate: Option<HeaderValue>,
 }
 
+/// The sampling decision for traces without a caller's decision (`telemetry.sampling`):
+/// parent-based, so a client's `traceparent` flag (or X-Ray `Sampled=0/1`) is kept, and new
+/// traces are sampled by trace id ratio — the algorithm of OpenTelemetry's
+/// `TraceIdRatioBased`, so every service using the same ratio keeps the same traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampler {
+    /// Trace ids whose low 63 bits are below this are sampled.
+    upper: u64,
+}
+
+impl Sampler {
+    pub const ALWAYS: Self = Self { upper: 1 << 63 };
+
+    /// `ratio` in 0..=1 (clamped).
+    pub fn ratio(ratio: f64) -> Self {
+        let ratio = if ratio.is_nan() {
+            1.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        // 2^63 as f64 is exact; the product is in range, so the cast does not saturate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let upper = (ratio * (1u64 << 63) as f64) as u64;
+        Self { upper }
+    }
+
+    pub fn sample(self, trace_id: &[u8; 16]) -> bool {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        (u64::from_be_bytes(low) >> 1) < self.upper
+    }
+}
+
 impl TraceContext {
-    /// Reads `traceparent`/`tracestate`, else `X-Amzn-Trace-Id`, else starts a trace.
+    /// Reads `traceparent`/`tracestate`, else `X-Amzn-Trace-Id`, else starts a trace (always
+    /// sampled; see [`Self::from_headers_sampled`]).
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::from_headers_sampled(headers, Sampler::ALWAYS)
+    }
+
+    /// As [`Self::from_headers`], with `sampler` deciding for traces the edge starts and for
+    /// X-Ray headers that leave the decision open.
+    pub fn from_headers_sampled(headers: &HeaderMap, sampler: Sampler) -> Self {
         // One draw for every id this request may need.
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
@@ -57,7 +97,7 @@ impl TraceContext {
                 parent_span_id: Some(parent),
                 span_id,
                 upstream_span_id,
-                sampled,
+                sampled: sampled.unwrap_or_else(|| sampler.sample(&trace_id)),
                 tracestate: headers
                     .get("traceparent")
                     .and(headers.get("tracestate"))
@@ -68,7 +108,7 @@ impl TraceContext {
                 parent_span_id: None,
                 span_id,
                 upstream_span_id,
-                sampled: true,
+                sampled: sampler.sample(&ids),
                 tracestate: None,
             },
         }
@@ -93,7 +133,7 @@ impl TraceContext {
 }
 
 /// `version-traceid-parentid-flags`; version 00 exactly, later versions by their prefix.
-fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
+fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], Option<bool>)> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let mut parts = text.splitn(5, '-');
     let version = parts.next()?;
@@ -112,15 +152,16 @@ fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
     if trace_id == [0; 16] || span_id == [0; 8] {
         return None;
     }
-    Some((trace_id, span_id, flags[0] & 1 == 1))
+    Some((trace_id, span_id, Some(flags[0] & 1 == 1)))
 }
 
-/// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1`.
-fn parse_xray(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
+/// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1`. `Sampled=?`
+/// or no `Sampled` leaves the decision to the edge.
+fn parse_xray(value: &[u8]) -> Option<([u8; 16], [u8; 8], Option<bool>)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut root = None;
     let mut parent = None;
-    let mut sampled = true;
+    let mut sampled = None;
     for field in text.split(';') {
         let (key, value) = field.trim().split_once('=')?;
         match key {
@@ -137,7 +178,13 @@ fn parse_xray(value: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
                 root = decode_hex::<16>(&format!("{epoch}{unique}"));
             }
             "Parent" => parent = decode_hex::<8>(value),
-            "Sampled" => sampled = value != "0",
+            "Sampled" => {
+                sampled = match value {
+                    "0" => Some(false),
+                    "1" => Some(true),
+                    _ => None,
+                }
+            }
             _ => {}
         }
     }
@@ -267,7 +314,69 @@ mod tests {
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         )]));
         assert_eq!(t.trace_id_hex(), "5759e988bd862e3fe1be46a994272793");
+        assert_eq!(t.parent_span_id, Some(0x53995c3f42cd8ad8_u64.to_be_bytes()));
         assert!(t.sampled);
+        let up = t.upstream_traceparent();
+        assert!(
+            up.to_str()
+                .unwrap()
+                .starts_with("00-5759e988bd862e3fe1be46a994272793-")
+        );
+        // traceparent wins over X-Ray; X-Ray's Sampled=0 is kept; "?" defers to the edge.
+        let both = TraceContext::from_headers(&headers(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            (
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            ),
+        ]));
+        assert_eq!(both.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let off = TraceContext::from_headers(&headers(&[(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0",
+        )]));
+        assert!(!off.sampled);
+        let open = TraceContext::from_headers_sampled(
+            &headers(&[(
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=?",
+            )]),
+            Sampler::ratio(0.0),
+        );
+        assert!(!open.sampled);
+    }
+
+    #[test]
+    fn sampler_ratio() {
+        let mut id = [0u8; 16];
+        assert!(Sampler::ALWAYS.sample(&[0xff; 16]));
+        assert!(!Sampler::ratio(0.0).sample(&id));
+        id[8] = 0x3f; // low 63 bits ≈ 0.25 of the range
+        assert!(Sampler::ratio(0.5).sample(&id));
+        assert!(!Sampler::ratio(0.1).sample(&id));
+        let sampled = (0..10_000u32)
+            .filter(|i| {
+                let mut id = [0u8; 16];
+                id[8..12].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+                Sampler::ratio(0.25).sample(&id)
+            })
+            .count();
+        assert!((2000..3000).contains(&sampled), "{sampled}");
+        // A client's decision is kept whatever the ratio.
+        let t = TraceContext::from_headers_sampled(
+            &headers(&[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )]),
+            Sampler::ratio(0.0),
+        );
+        assert!(t.sampled);
+        let t = TraceContext::from_headers_sampled(&HeaderMap::new(), Sampler::ratio(0.0));
+        assert!(!t.sampled);
+        assert!(t.upstream_traceparent().to_str().unwrap().ends_with("-00"));
     }
 
     #[test]

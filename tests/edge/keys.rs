@@ -290,3 +290,145 @@ async fn removing_a_key_revokes_its_cached_tokens() {
         200
     );
 }
+
+#[tokio::test]
+async fn down_at_start_answers_503_with_retry_after_then_recovers() {
+    let issuer = issuer().await;
+    issuer.set_mode(Mode::Status(503));
+    let edge = Edge::start_with(issuer, agent().await, "", SUPPORT_ROUTE).await;
+    let token = edge.valid_token();
+    let reply = edge.invoke("support", Some(&token), "{}").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert_eq!(reply.error_type(), Some("ServiceUnavailableException"));
+    let ready = edge.admin("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["issuers"][0]["state"], "loading");
+    assert!(
+        ready.json()["issuers"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{:?}",
+        ready.body
+    );
+    // Only the discovery document is asked for while it fails; no JWKS yet.
+    assert_eq!(edge.issuer.jwks_fetches(), 0);
+    edge.issuer.set_mode(Mode::Normal);
+    let app = edge.app.clone();
+    assert!(eventually(Duration::from_secs(15), || app.readiness().is_ok()).await);
+    assert_eq!(edge.admin("/readyz").await.status, 200);
+    assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
+    assert_eq!(edge.agent.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_hanging_idp_is_bounded_by_the_fetch_timeout() {
+    // Hanging from the start: a request does not wait forever for keys, it gets 503 once the
+    // fetch gives up.
+    let issuer = issuer().await;
+    issuer.set_mode(Mode::Hang);
+    let edge = Edge::start_with(
+        issuer,
+        agent().await,
+        "jwt: { jwksFetchTimeout: 1s, jwksMinRefetchInterval: 1s }",
+        SUPPORT_ROUTE,
+    )
+    .await;
+    let token = edge.valid_token();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        edge.invoke("support", Some(&token), "{}"),
+    )
+    .await
+    .expect("the request ended: the fetch timeout bounds it");
+    assert_eq!(reply.status, 503);
+    let ready = edge.admin("/readyz").await;
+    assert!(
+        ready.json()["issuers"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1000ms"),
+        "{:?}",
+        ready.body
+    );
+
+    // Hanging after start: an unknown kid waits for at most one bounded fetch, then 401;
+    // cached keys keep working meanwhile and afterwards.
+    edge.issuer.set_mode(Mode::Normal);
+    let app = edge.app.clone();
+    assert!(eventually(Duration::from_secs(15), || app.readiness().is_ok()).await);
+    assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
+    edge.issuer.set_mode(Mode::Hang);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let odd = stranger(Alg::RS256)
+        .sign(&default_claims().claims_json())
+        .unwrap();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        edge.invoke("support", Some(&odd), "{}"),
+    )
+    .await
+    .expect("the unknown-kid request ended after one bounded fetch");
+    assert_eq!(reply.status, 401);
+    assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
+    assert_eq!(edge.admin("/readyz").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_broken_discovery_document_keeps_the_last_good_one() {
+    let edge = Edge::start(
+        "jwt: { jwksRefreshInterval: 1s, jwksMinRefetchInterval: 1s }",
+        SUPPORT_ROUTE,
+    )
+    .await;
+    let token = edge.valid_token();
+    assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
+    for mode in [
+        Mode::Garbage,
+        Mode::Html,
+        Mode::Huge(10 * 1024 * 1024),
+        Mode::Redirect,
+        Mode::Status(500),
+        Mode::Json(serde_json::json!({"issuer": "https://evil.example"})),
+        Mode::Json(
+            serde_json::json!({"issuer": "https://evil.example", "jwks_uri": "file:///etc/passwd"}),
+        ),
+    ] {
+        edge.issuer.set_discovery_mode(mode.clone());
+        let seen = edge.issuer.discovery_fetches();
+        edge.issuer
+            .wait_for_discovery_fetches(seen + 1, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|_| panic!("{mode:?} was fetched"));
+        // The refresh goes on with the last good discovery document: the JWKS is still read
+        // from the real jwks_uri and the issuer is still the real one.
+        let jwks = edge.issuer.jwks_fetches();
+        edge.issuer
+            .wait_for_jwks_fetches(jwks + 1, Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert_eq!(
+            edge.invoke("support", Some(&token), "{}").await.status,
+            200,
+            "{mode:?}"
+        );
+        assert_eq!(edge.admin("/readyz").await.status, 200, "{mode:?}");
+    }
+    // A rotation during the breakage is still picked up through the kept jwks_uri.
+    edge.issuer.rotate(Alg::ES256).unwrap();
+    let rotated = edge.valid_token();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = edge
+            .invoke("support", Some(&rotated), "{}")
+            .await
+            .status
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 200);
+}

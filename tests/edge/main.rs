@@ -7,13 +7,19 @@
     clippy::panic
 )]
 
+mod abuse;
+mod bench;
 mod errors;
+mod faults;
+mod header_rules;
 mod headers;
 mod hostile;
 mod keys;
+mod load;
 mod mcp;
 mod reload;
 mod replicas;
 mod streams;
 mod support;
 mod surface;
+mod telemetry;

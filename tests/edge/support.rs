@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse::app::App;
+use gatehouse::app::{App, Outputs, SpanOutput};
 use gatehouse::dev::{Alg, EchoAgent, MintOptions, SigningKey, TestIssuer};
 use gatehouse::server::{self, Listeners};
 use gatehouse::telemetry::access_log::AccessLog;
@@ -145,12 +145,26 @@ impl Edge {
     }
 
     pub async fn from_yaml(issuer: TestIssuer, agent: EchoAgent, yaml: &str) -> Edge {
+        Self::from_yaml_with_spans(issuer, agent, yaml, None).await
+    }
+
+    /// As [`Self::from_yaml`]; `spans` replaces the configured span pipeline.
+    pub async fn from_yaml_with_spans(
+        issuer: TestIssuer,
+        agent: EchoAgent,
+        yaml: &str,
+        spans: Option<SpanOutput>,
+    ) -> Edge {
         let loaded =
             gatehouse::config::load_str("test.yaml", yaml, Path::new("tests/fixtures"), &|_| None)
                 .unwrap_or_else(|e| panic!("config does not load: {e:?}\n{yaml}"));
         let log = Captured::default();
         let access_log = AccessLog::start(Box::new(log.clone()), Arc::new(Metrics::new()));
-        let (app, startup) = App::new(&loaded.config, &loaded.base_dir, Some(access_log)).unwrap();
+        let outputs = Outputs {
+            access_log: Some(access_log),
+            spans,
+        };
+        let (app, startup) = App::with_outputs(&loaded.config, &loaded.base_dir, outputs).unwrap();
         let listeners = Listeners::bind(&startup).await.unwrap();
         let addr = listeners.public_addrs()[0];
         let admin = listeners.admin_addr();
@@ -319,4 +333,28 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// Everything the edge logs through `tracing` on this thread (the tests' current-thread
+/// runtime runs the edge, the issuer refresh and the agent here), at DEBUG and above.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Installs a capturing subscriber for this thread until the guard drops. Call it before
+    /// starting the edge, so the first key fetch is captured too.
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Captured(writer.0.clone()))
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }

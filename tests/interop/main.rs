@@ -13,5 +13,6 @@
 
 mod agentcore;
 mod mcp;
+mod otlp;
 mod sigv4;
 mod support;

@@ -86,7 +86,7 @@ fn signed_invocations_pass_botocore() {
             "secret-AKIDPLAINEXAMPLE".to_owned(),
         ),
     ]);
-    let edge = Gatehouse::start_with_env("", &route(&idp, &fake, ARN, "prod_v2"), &env_refs(&env));
+    let edge = Gatehouse::start_with("", &route(&idp, &fake, ARN, "prod_v2"), &env_refs(&env));
     let url = format!("{}/runtimes/iam/invocations", edge.url);
     let token = client_credentials(&idp, "agent-client", "agent-secret", "invoke");
 
@@ -222,7 +222,7 @@ print(json.dumps({{"Version": 1, "AccessKeyId": key, "SecretAccessKey": "secret-
     .unwrap();
     let mut env = isolated(&[]);
     env[0].1 = config.display().to_string();
-    let edge = Gatehouse::start_with_env("", &route(&idp, &fake, ARN, "DEFAULT"), &env_refs(&env));
+    let edge = Gatehouse::start_with("", &route(&idp, &fake, ARN, "DEFAULT"), &env_refs(&env));
     let url = format!("{}/runtimes/iam/invocations", edge.url);
     let token = client_credentials(&idp, "agent-client", "agent-secret", "invoke");
     let mut keys = Vec::new();

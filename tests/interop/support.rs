@@ -92,6 +92,22 @@ impl Peer {
         )
     }
 
+    /// The OTLP receiver (`tests/interop/otlp/receiver.py`), writing spans to `out`.
+    pub fn otlp_receiver(protocol: &str, out: &Path) -> Peer {
+        Peer::spawn(
+            "otlp-receiver",
+            &python(),
+            &[
+                "tests/interop/otlp/receiver.py",
+                "--protocol",
+                protocol,
+                "--out",
+                out.to_str().unwrap(),
+                "--watch-stdin",
+            ],
+        )
+    }
+
     pub fn agentcore_agent() -> Peer {
         Peer::spawn(
             "agentcore-agent",
@@ -108,6 +124,9 @@ impl Drop for Peer {
 }
 
 fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -137,18 +156,19 @@ pub struct Gatehouse {
     pub admin: String,
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 impl Gatehouse {
     /// `routes` is the YAML of the `routes:` list; `top` adds top-level keys.
     pub fn start(top: &str, routes: &str) -> Gatehouse {
-        Self::start_with_env(top, routes, &[])
+        Self::start_with(top, routes, &[])
     }
 
-    /// As [`start`](Self::start), with extra environment variables for the binary (AWS
-    /// credentials for the SigV4 tests).
-    pub fn start_with_env(top: &str, routes: &str, env: &[(&str, &str)]) -> Gatehouse {
+    /// As [`Self::start`], with extra environment variables (`RUST_LOG` included) and stderr
+    /// kept (see [`Self::raw_stderr`]).
+    pub fn start_with(top: &str, routes: &str, env: &[(&str, &str)]) -> Gatehouse {
         let port = free_port();
         let admin_port = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -176,7 +196,11 @@ impl Gatehouse {
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if env.is_empty() {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -187,11 +211,21 @@ impl Gatehouse {
                 sink.lock().unwrap().push(line);
             }
         });
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = stderr_lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
         let gatehouse = Gatehouse {
             url: format!("http://127.0.0.1:{port}"),
             admin: format!("http://127.0.0.1:{admin_port}"),
             child,
             stdout: lines,
+            stderr: stderr_lines,
             _dir: dir,
         };
         gatehouse.wait_ready();
@@ -235,6 +269,17 @@ impl Gatehouse {
 
     pub fn raw_stdout(&self) -> String {
         self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// What the process logged, when started with [`Self::start_with`].
+    pub fn raw_stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then waits for the exit (drain and telemetry flush); returns its status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        terminate(&mut self.child);
+        self.child.try_wait().ok().flatten()
     }
 }
 
