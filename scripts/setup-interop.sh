@@ -3,7 +3,8 @@
 #   - npm packages (oidc-provider, @modelcontextprotocol/sdk) into tests/interop/node_modules,
 #     with `npm ci` from the committed package-lock.json;
 #   - Python packages (bedrock-agentcore, mcp, botocore, opentelemetry-proto, grpcio) into a venv at
-#     .interop/venv, from the fully pinned tests/interop/requirements.txt.
+#     .interop/venv, from the fully pinned tests/interop/requirements.txt;
+#   - the 1.x MCP SDK (FastMCP) into .interop/venv-mcp1 from tests/interop/requirements-mcp1.txt.
 # Each part is skipped when a stamp says it is already installed from the same pins and toolchain.
 #
 # usage: scripts/setup-interop.sh [--check] [--force] [--node-only | --python-only]
@@ -163,6 +164,35 @@ setup_python() {
   say "pip: installed ($(py_versions))"
 }
 
+# The 1.x MCP SDK in its own venv (it cannot share one with 2.x).
+setup_python_mcp1() {
+  local py="${PYTHON:-python3}" venv="$ROOT/.interop/venv-mcp1" reqs="$INTEROP/requirements-mcp1.txt"
+  local stamp="$venv/.gatehouse-interop-stamp" pyver want
+  pyver="$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+  want="$(hash_of "$reqs") py$pyver"
+  if [ "$FORCE" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+     && "$venv/bin/python" -c 'import mcp.server.fastmcp' >/dev/null 2>&1; then
+    say "pip: up to date in .interop/venv-mcp1 (mcp 1.x)"
+    return 0
+  fi
+  if [ "$CHECK" = 1 ]; then
+    say "pip: .interop/venv-mcp1 NOT up to date (run scripts/setup-interop.sh)"
+    STALE=1
+    return 0
+  fi
+  local log="$ROOT/.interop/pip-install-mcp1.log"
+  rm -rf "$venv"
+  "$py" -m venv "$venv" 2>"$log" || { cat "$log" >&2; die "python3 -m venv failed for .interop/venv-mcp1"; }
+  say "pip: installing tests/interop/requirements-mcp1.txt into .interop/venv-mcp1 (log: .interop/pip-install-mcp1.log)"
+  if ! "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet -r "$reqs" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "pip install failed for .interop/venv-mcp1 (full log: $log). Is PyPI reachable?"
+  fi
+  "$venv/bin/python" -c 'import mcp.server.fastmcp' || die "mcp 1.x installed but does not import"
+  echo "$want" >"$stamp"
+  say "pip: installed mcp 1.x into .interop/venv-mcp1"
+}
+
 py_versions() {
   "$VENV/bin/python" - <<'EOF' 2>/dev/null || echo unknown
 from importlib.metadata import version
@@ -173,6 +203,7 @@ EOF
 # ---------------------------------------------------------------------------------------------
 [ "$DO_NODE" = 1 ] && setup_node
 [ "$DO_PY" = 1 ] && setup_python
+[ "$DO_PY" = 1 ] && setup_python_mcp1
 if [ "$CHECK" = 1 ] && [ "$STALE" = 1 ]; then
   exit 1
 fi

@@ -5,9 +5,11 @@
 //! on every response — the 401 too, or the browser cannot read the challenge and OAuth
 //! discovery never starts.
 //!
-//! Routes without a `cors` policy (their own or the top-level one) do not look at `Origin`:
-//! non-browser clients send none, and a browser without CORS headers cannot read responses
-//! cross-origin anyway. The allowed origin is echoed (never `*`), with `Vary: Origin`.
+//! HTTP routes without a `cors` policy (their own or the top-level one) do not look at
+//! `Origin`: non-browser clients send none, and a browser without CORS headers cannot read
+//! responses cross-origin anyway. MCP routes without one accept only the edge's own origin
+//! (`publicUrl`), as MCP servers must (DNS-rebinding protection), since `Origin` is not
+//! forwarded to the upstream that would otherwise check it. The allowed origin is echoed (never `*`), with `Vary: Origin`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -22,7 +24,7 @@ use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::route::Route;
+use crate::route::{Protocol, Route};
 use crate::telemetry::record::RequestRecord;
 
 /// Request headers a browser may always send.
@@ -118,6 +120,15 @@ impl CorsPolicy {
     }
 }
 
+/// `scheme://host[:port]` of a URL (an origin has no path).
+fn own_origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
 /// Answers preflights and enforces the route's allowed origins.
 #[derive(Clone, Debug, Default)]
 pub struct CorsLayer;
@@ -153,11 +164,27 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let policy = request
-            .extensions()
-            .get::<Arc<Route>>()
-            .and_then(|r| r.cors.clone());
+        let route = request.extensions().get::<Arc<Route>>();
+        let policy = route.and_then(|r| r.cors.clone());
+        let mcp = route.is_some_and(|r| r.protocol == Protocol::Mcp);
         let origin = request.headers().get(header::ORIGIN).cloned();
+        // MCP servers must refuse foreign Origins (DNS rebinding; MCP 2025-11-25 transports).
+        // The edge does not forward Origin (the upstream would only see the edge), so it
+        // checks it here: on an MCP route without a CORS policy only the edge's own origin
+        // (`publicUrl`) may appear. Never the Host-derived one: under DNS rebinding Host and
+        // Origin are both the attacker's name.
+        if policy.is_none()
+            && mcp
+            && let Some(origin) = &origin
+        {
+            let own = request
+                .extensions()
+                .get::<Arc<RequestRecord>>()
+                .and_then(|r| r.settings.public_url.as_deref().map(own_origin));
+            if own.is_none_or(|own| !origin.as_bytes().eq_ignore_ascii_case(own.as_bytes())) {
+                return Box::pin(async { Err(ProxyError::OriginNotAllowed) });
+            }
+        }
         let (Some(policy), Some(origin)) = (policy, origin) else {
             return Box::pin(self.inner.call(request));
         };
@@ -196,6 +223,18 @@ mod tests {
         assert!(!policy.allows(&HeaderValue::from_static("null")));
         let any = CorsPolicy::new(&["*".into()], &[], Duration::from_secs(60));
         assert!(any.allows(&HeaderValue::from_static("https://x")));
+    }
+
+    #[test]
+    fn own_origins() {
+        assert_eq!(
+            own_origin("https://gw.example.com"),
+            "https://gw.example.com"
+        );
+        assert_eq!(
+            own_origin("https://gw.example.com:8443/base"),
+            "https://gw.example.com:8443"
+        );
     }
 
     #[test]

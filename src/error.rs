@@ -89,6 +89,7 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
+            Self::Upstream(UpstreamError::Signing(_)) => "upstream_signing",
             Self::Upstream(_) => "upstream_unreachable",
         }
     }
@@ -148,6 +149,13 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "BadGatewayException",
                 "The agent could not be reached.".into(),
+                None,
+            ),
+            // The edge's own AWS credentials are missing or expired: nothing the caller did.
+            Self::Upstream(UpstreamError::Signing(_)) => (
+                StatusCode::BAD_GATEWAY,
+                "BadGatewayException",
+                "The edge could not sign the request to the agent (no AWS credentials).".into(),
                 None,
             ),
         };

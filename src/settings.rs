@@ -24,7 +24,8 @@ use crate::config::file::{
 };
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
-use crate::forward::{Upstream, UpstreamClients};
+use crate::forward::sigv4::{self, AgentCoreSigner, CredentialCache};
+use crate::forward::{Upstream, UpstreamClients, UpstreamLimits};
 use crate::route::{Protocol, Route, RouteTable};
 use crate::telemetry::metrics::Metrics;
 
@@ -73,6 +74,9 @@ pub struct Shared {
     pub fetcher: crate::auth::jwks::Fetcher,
     pub clients: UpstreamClients,
     issuers: std::sync::Mutex<HashMap<String, std::sync::Weak<Issuer>>>,
+    /// AWS credentials for `agentRuntimeArn` upstreams, one cache for the process: loaded
+    /// once, refreshed ahead of expiry, kept across reloads.
+    aws: std::sync::OnceLock<Arc<CredentialCache>>,
 }
 
 impl Shared {
@@ -82,7 +86,20 @@ impl Shared {
             fetcher: crate::auth::jwks::Fetcher::new(),
             clients: UpstreamClients::default(),
             issuers: std::sync::Mutex::new(HashMap::new()),
+            aws: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The process's AWS credentials (the default chain; `region` is the first AgentCore
+    /// route's, used for STS by web identity), prefetched on first use.
+    fn aws_credentials(&self, region: &str) -> Arc<CredentialCache> {
+        self.aws
+            .get_or_init(|| {
+                let cache = CredentialCache::default_chain(region);
+                cache.prefetch();
+                cache
+            })
+            .clone()
     }
 
     /// The issuer for a discovery URL: the running one (with its cached keys), reconfigured,
@@ -381,51 +398,8 @@ fn compile_route(
     )
     .map_err(|e| format!("route {name}: {e}"))?;
 
-    let upstream_file = route.upstream.clone().unwrap_or_default();
-    let url_text = match (
-        &upstream_file.url,
-        &upstream_file.urls,
-        &upstream_file.agent_runtime_arn,
-    ) {
-        (Some(url), None, None) => url.clone(),
-        (None, Some(_), None) => {
-            return Err(format!(
-                "route {name}: upstream.urls (several replicas) is not supported by this build yet"
-            ));
-        }
-        (None, None, Some(_)) => {
-            return Err(format!(
-                "route {name}: upstream.agentRuntimeArn is not supported by this build yet"
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "route {name}: upstream needs exactly one of url, urls, agentRuntimeArn"
-            ));
-        }
-    };
-    let url: Uri = url_text
-        .parse()
-        .map_err(|_| format!("route {name}: upstream url is not a URL"))?;
-    let default_path = match protocol {
-        Protocol::Http => defaults::HTTP_UPSTREAM_PATH,
-        Protocol::Mcp => defaults::MCP_UPSTREAM_PATH,
-    };
-    let client = shared.clients.get(
-        upstream_file
-            .connect_timeout
-            .map_or(defaults::CONNECT_TIMEOUT, |d| d.0),
-        upstream_file.http2.unwrap_or(false),
-    );
-    let upstream = Upstream::new(
-        &url,
-        upstream_file.path.as_deref().unwrap_or(default_path),
-        client,
-        limits.request_timeout,
-        limits.stream_idle_timeout,
-        limits.max_request_body_bytes,
-    )
-    .map_err(|e| format!("route {name}: {e}"))?;
+    let upstream = compile_upstream(route, protocol, limits, shared)
+        .map_err(|e| format!("route {name}: {e}"))?;
 
     let cors = route
         .cors
@@ -445,6 +419,78 @@ fn compile_route(
         metrics: shared.metrics.route(name),
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
     })
+}
+
+/// The route's upstream: one `url`, several `urls` (replicas with session affinity), or an
+/// `agentRuntimeArn` (AgentCore Runtime, SigV4-signed).
+fn compile_upstream(
+    route: &RouteFile,
+    protocol: Protocol,
+    limits: &Limits,
+    shared: &Shared,
+) -> Result<Upstream, String> {
+    let upstream_file = route.upstream.clone().unwrap_or_default();
+    let limits = UpstreamLimits {
+        request_timeout: limits.request_timeout,
+        stream_idle_timeout: limits.stream_idle_timeout,
+        max_body_bytes: limits.max_request_body_bytes,
+    };
+    let connect_timeout = upstream_file
+        .connect_timeout
+        .map_or(defaults::CONNECT_TIMEOUT, |d| d.0);
+    let default_path = match protocol {
+        Protocol::Http => defaults::HTTP_UPSTREAM_PATH,
+        Protocol::Mcp => defaults::MCP_UPSTREAM_PATH,
+    };
+    let path = upstream_file.path.as_deref().unwrap_or(default_path);
+    let parse = |text: &str| {
+        text.parse::<Uri>()
+            .map_err(|_| format!("upstream url {text:?} is not a URL"))
+    };
+    match (
+        &upstream_file.url,
+        &upstream_file.urls,
+        &upstream_file.agent_runtime_arn,
+    ) {
+        (Some(url), None, None) => {
+            let client = shared
+                .clients
+                .get(connect_timeout, upstream_file.http2.unwrap_or(false));
+            Upstream::replicas(&[parse(url)?], path, client, limits)
+        }
+        (None, Some(urls), None) => {
+            let urls = urls
+                .iter()
+                .map(|u| parse(u))
+                .collect::<Result<Vec<_>, _>>()?;
+            let client = shared
+                .clients
+                .get(connect_timeout, upstream_file.http2.unwrap_or(false));
+            Upstream::replicas(&urls, path, client, limits)
+        }
+        (None, None, Some(arn)) => {
+            let region = upstream_file
+                .region
+                .clone()
+                .or_else(|| sigv4::arn_region(arn).map(str::to_owned))
+                .ok_or("agentRuntimeArn has no region")?;
+            let endpoint = upstream_file
+                .endpoint_url
+                .clone()
+                .unwrap_or_else(|| sigv4::default_endpoint(arn, &region));
+            let qualifier = upstream_file
+                .qualifier
+                .as_deref()
+                .unwrap_or(defaults::QUALIFIER);
+            let signer = AgentCoreSigner {
+                credentials: shared.aws_credentials(&region),
+                region,
+            };
+            let client = shared.clients.get(connect_timeout, false);
+            Upstream::agentcore(&parse(&endpoint)?, arn, qualifier, signer, client, limits)
+        }
+        _ => Err("upstream needs exactly one of url, urls, agentRuntimeArn".into()),
+    }
 }
 
 fn cors_policy(cors: &CorsFile, allowlist: &[String]) -> CorsPolicy {

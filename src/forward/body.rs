@@ -131,19 +131,93 @@ where
     }
 }
 
-/// The upstream's response body, cut when it stays silent for the idle timeout.
+/// SSE comment sent as a keep-alive: a line starting with `:` is ignored by every SSE parser.
+pub const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// The upstream's response body, cut when it stays silent for the idle timeout, with optional
+/// SSE comment keep-alives toward the client.
 pub struct UpstreamBody {
     inner: Incoming,
     idle: Duration,
     /// Armed on the first wait; reset after every frame.
     timer: Option<Pin<Box<Sleep>>>,
     progressed: bool,
+    keep_alive: Option<KeepAlive>,
+}
+
+/// Keep-alives for load balancers that cut connections idle toward the client. A comment is
+/// only ever written between events (after a blank line), never inside one, and it does not
+/// count as upstream activity: `streamIdleTimeout` still measures the agent's silence.
+struct KeepAlive {
+    interval: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The last bytes sent to the client, to know whether an event just ended.
+    tail: [u8; 4],
+}
+
+impl KeepAlive {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            timer: None,
+            // Nothing sent yet: a boundary.
+            tail: *b"\n\n\n\n",
+        }
+    }
+
+    fn sent(&mut self, data: &[u8]) {
+        for &b in data.iter().rev().take(4).rev() {
+            self.tail.rotate_left(1);
+            self.tail[3] = b;
+        }
+        if let Some(timer) = &mut self.timer {
+            timer.as_mut().reset(Instant::now() + self.interval);
+        }
+    }
+
+    /// Whether what was sent ends with an empty line (two line terminators: `\n`, `\r` or
+    /// `\r\n`), i.e. between two events.
+    fn at_boundary(&self) -> bool {
+        let t = &self.tail;
+        let mut i = t.len();
+        let mut terminators = 0;
+        while i > 0 && terminators < 2 {
+            match t[i - 1] {
+                b'\n' if i >= 2 && t[i - 2] == b'\r' => i -= 2,
+                b'\n' | b'\r' => i -= 1,
+                _ => break,
+            }
+            terminators += 1;
+        }
+        terminators >= 2
+    }
+
+    /// A comment to send now, if the interval passed at an event boundary.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        let interval = self.interval;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        timer.as_mut().reset(Instant::now() + interval);
+        // Re-register the waker on the new deadline.
+        let _ = timer.as_mut().poll(cx);
+        if self.at_boundary() {
+            self.sent(KEEP_ALIVE_COMMENT);
+            Some(Bytes::from_static(KEEP_ALIVE_COMMENT))
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamBody")
             .field("idle", &self.idle)
+            .field("keep_alive", &self.keep_alive.as_ref().map(|k| k.interval))
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +230,14 @@ impl UpstreamBody {
             idle,
             timer: None,
             progressed: true,
+            keep_alive: None,
         }
+    }
+
+    /// Sends an SSE comment every `interval` of silence toward the client (SSE bodies only).
+    pub fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = Some(KeepAlive::new(interval));
+        self
     }
 }
 
@@ -172,9 +253,14 @@ impl Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                if let (Some(keep_alive), Some(Ok(frame))) = (&mut this.keep_alive, &frame)
+                    && let Some(data) = frame.data_ref()
+                {
+                    keep_alive.sent(data);
+                }
+                return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
             }
-            Poll::Pending if this.idle.is_zero() => Poll::Pending,
+            Poll::Pending if this.idle.is_zero() => {}
             Poll::Pending => {
                 let deadline = Instant::now() + this.idle;
                 let timer = this
@@ -184,12 +270,15 @@ impl Body for UpstreamBody {
                     timer.as_mut().reset(deadline);
                     this.progressed = false;
                 }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(StreamIdle(this.idle))))),
-                    Poll::Pending => Poll::Pending,
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(Box::new(StreamIdle(this.idle)))));
                 }
             }
         }
+        if let Some(comment) = this.keep_alive.as_mut().and_then(|k| k.poll_due(cx)) {
+            return Poll::Ready(Some(Ok(Frame::data(comment))));
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -198,5 +287,34 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(chunks: &[&[u8]]) -> bool {
+        let mut k = KeepAlive::new(Duration::from_secs(1));
+        for c in chunks {
+            k.sent(c);
+        }
+        k.at_boundary()
+    }
+
+    #[test]
+    fn keep_alives_only_between_events() {
+        assert!(after(&[]));
+        assert!(after(&[b"data: 1\n\n"]));
+        assert!(after(&[b"data: 1\r\n\r\n"]));
+        assert!(after(&[b"data: 1\r\r"]));
+        assert!(after(&[b"data: 1\n", b"\n"]));
+        assert!(after(&[b"data: 1\r\n", b"\r", b"\n"]));
+        assert!(after(&[b": ping\n\n"]));
+        assert!(!after(&[b"data: 1\n"]));
+        assert!(!after(&[b"data: 1\r\n"]));
+        assert!(!after(&[b"data: 1\n\ndata: 2"]));
+        assert!(!after(&[b"data: 1\n\nid: 3\n"]));
+        assert!(!after(&[b"da", b"ta"]));
     }
 }

@@ -6,9 +6,19 @@
 //! the request path after the prefix is appended and the query string kept. The AgentCore
 //! invocation form drops the query (`qualifier` is for the edge). No response headers within
 //! `requestTimeout`: 504. Connection refused, reset or TLS failure before a response: 502.
-//! After the headers, the body streams under `streamIdleTimeout`.
+//! After the headers, the body streams under `streamIdleTimeout` (SSE: with the route's
+//! comment keep-alives, [`body`]).
+//!
+//! Three kinds of upstream, one [`Upstream`]: one `url` (the hot path: no balancing, no
+//! buffering); several `urls`, where [`balance`] picks the replica by session affinity and
+//! passive health, a refused connection moves the untouched body to the next replica
+//! ([`reclaim`]), and a new MCP session is created on the replica its id hashes to; and an
+//! `agentRuntimeArn`, signed with SigV4 ([`sigv4`]).
 
+pub mod balance;
 pub mod body;
+pub mod reclaim;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body::Body;
@@ -31,8 +41,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::{Layer, Service};
 
+use hyper::body::Incoming;
+
+use self::balance::Balancer;
 pub use self::body::UpstreamBody;
 use self::body::{BodyTooLarge, ClientBodyError, RequestBody};
+use self::reclaim::{Prefixed, Reclaimable};
+use self::sigv4::{AgentCoreSigner, Payload, SIGNED_PAYLOAD_LIMIT};
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
@@ -45,6 +60,8 @@ pub enum UpstreamError {
     Unreachable(String),
     /// No response headers within `requestTimeout` (504).
     Timeout(Duration),
+    /// An AgentCore request could not be signed: no AWS credentials (502).
+    Signing(String),
 }
 
 impl fmt::Display for UpstreamError {
@@ -52,11 +69,15 @@ impl fmt::Display for UpstreamError {
         match self {
             Self::Unreachable(e) => write!(f, "upstream unreachable: {e}"),
             Self::Timeout(d) => write!(f, "upstream timed out after {}s", d.as_secs()),
+            Self::Signing(e) => write!(f, "cannot sign the upstream request: {e}"),
         }
     }
 }
 
 type OutboundBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Idle pooled connections are closed after this (see `build_client`).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// The pooled client toward upstreams (HTTP/1.1, or h2c/h2 when configured).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 
@@ -96,7 +117,10 @@ fn build_client(connect_timeout: Duration, http2: bool) -> UpstreamClient {
     };
     let mut client = Client::builder(TokioExecutor::new());
     client
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below the keep-alive timeouts common agent servers close idle connections at
+        // (uvicorn and Node: 5 s): reusing a connection the server is closing at that moment
+        // fails a request that was already written, which cannot be retried safely.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
     if http2 {
@@ -105,43 +129,37 @@ fn build_client(connect_timeout: Duration, http2: bool) -> UpstreamClient {
     client.build(https)
 }
 
-/// Where one route's requests go.
+/// One upstream base URL (a replica, or the AgentCore invocation URL).
 #[derive(Debug)]
-pub struct Upstream {
+pub struct Replica {
     pub scheme: Scheme,
     pub authority: Authority,
     /// The URL's own path prefix joined with the upstream path, without trailing slash.
     pub base_path: String,
-    /// `scheme://authority{base_path}`: the whole URI for exact routes, built once.
+    /// `scheme://authority{base_path}[?query]`: the whole URI for exact routes, built once.
     base_uri: Uri,
-    pub client: UpstreamClient,
-    pub request_timeout: Duration,
-    pub stream_idle_timeout: Duration,
-    pub max_body_bytes: u64,
 }
 
-impl Upstream {
+impl Replica {
     /// `url` plus `path` (default by protocol).
-    pub fn new(
-        url: &Uri,
-        path: &str,
-        client: UpstreamClient,
-        request_timeout: Duration,
-        stream_idle_timeout: Duration,
-        max_body_bytes: u64,
-    ) -> Result<Self, String> {
+    fn new(url: &Uri, path: &str, query: Option<&str>) -> Result<Self, String> {
         let scheme = url.scheme().cloned().ok_or("upstream URL has no scheme")?;
         let authority = url.authority().cloned().ok_or("upstream URL has no host")?;
         let prefix = url.path().trim_end_matches('/');
         let base_path = format!("{prefix}{}", path.trim_end_matches('/'));
+        let mut whole = if base_path.is_empty() {
+            "/".to_owned()
+        } else {
+            base_path.clone()
+        };
+        if let Some(query) = query {
+            whole.push('?');
+            whole.push_str(query);
+        }
         let base_uri = Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
-            .path_and_query(if base_path.is_empty() {
-                "/"
-            } else {
-                base_path.as_str()
-            })
+            .path_and_query(whole)
             .build()
             .map_err(|e| format!("upstream URL and path do not make a URL: {e}"))?;
         Ok(Self {
@@ -149,10 +167,6 @@ impl Upstream {
             authority,
             base_path,
             base_uri,
-            client,
-            request_timeout,
-            stream_idle_timeout,
-            max_body_bytes,
         })
     }
 
@@ -184,6 +198,129 @@ impl Upstream {
             .build()
             .map_err(|_| ProxyError::BadRequest("Invalid request path.".into()))
     }
+}
+
+/// Where one route's requests go: one URL, several replicas, or AgentCore Runtime (signed).
+#[derive(Debug)]
+pub struct Upstream {
+    /// The first replica's authority (the AgentCore endpoint's for `agentRuntimeArn`): the
+    /// `server.address` when no request picked a replica yet.
+    pub authority: Authority,
+    pub replicas: Vec<Replica>,
+    /// Replica choice when there are several.
+    pub balancer: Option<Balancer>,
+    /// `agentRuntimeArn` upstreams: the ARN and how to sign for it.
+    pub agentcore: Option<AgentCore>,
+    pub client: UpstreamClient,
+    pub request_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+/// An `agentRuntimeArn` upstream.
+#[derive(Debug)]
+pub struct AgentCore {
+    pub arn: Arc<str>,
+    pub qualifier: String,
+    pub signer: AgentCoreSigner,
+}
+
+/// The timeouts and limits every upstream kind shares.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    pub request_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+impl Upstream {
+    /// `url` plus `path` (default by protocol).
+    pub fn new(
+        url: &Uri,
+        path: &str,
+        client: UpstreamClient,
+        request_timeout: Duration,
+        stream_idle_timeout: Duration,
+        max_body_bytes: u64,
+    ) -> Result<Self, String> {
+        Self::replicas(
+            std::slice::from_ref(url),
+            path,
+            client,
+            UpstreamLimits {
+                request_timeout,
+                stream_idle_timeout,
+                max_body_bytes,
+            },
+        )
+    }
+
+    /// Several replicas of one agent (`urls`), each plus `path`.
+    pub fn replicas(
+        urls: &[Uri],
+        path: &str,
+        client: UpstreamClient,
+        limits: UpstreamLimits,
+    ) -> Result<Self, String> {
+        let replicas = urls
+            .iter()
+            .map(|url| Replica::new(url, path, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let balancer = (replicas.len() > 1).then(|| {
+            let ids: Vec<String> = urls.iter().map(ToString::to_string).collect();
+            Balancer::new(&ids)
+        });
+        let Some(first) = replicas.first() else {
+            return Err("upstream has no URL".into());
+        };
+        Ok(Self {
+            authority: first.authority.clone(),
+            replicas,
+            balancer,
+            agentcore: None,
+            client,
+            request_timeout: limits.request_timeout,
+            stream_idle_timeout: limits.stream_idle_timeout,
+            max_body_bytes: limits.max_body_bytes,
+        })
+    }
+
+    /// AgentCore Runtime: `POST {endpoint}/runtimes/{escaped arn}/invocations?qualifier=Q`.
+    pub fn agentcore(
+        endpoint: &Uri,
+        arn: &str,
+        qualifier: &str,
+        signer: AgentCoreSigner,
+        client: UpstreamClient,
+        limits: UpstreamLimits,
+    ) -> Result<Self, String> {
+        let path = crate::config::defaults::arn_alias_path(arn);
+        let query = format!(
+            "qualifier={}",
+            percent_encoding::utf8_percent_encode(qualifier, sigv4::URI_ENCODE)
+        );
+        let replica = Replica::new(endpoint, &path, Some(&query))?;
+        Ok(Self {
+            authority: replica.authority.clone(),
+            replicas: vec![replica],
+            balancer: None,
+            agentcore: Some(AgentCore {
+                arn: Arc::from(arn),
+                qualifier: qualifier.to_owned(),
+                signer,
+            }),
+            client,
+            request_timeout: limits.request_timeout,
+            stream_idle_timeout: limits.stream_idle_timeout,
+            max_body_bytes: limits.max_body_bytes,
+        })
+    }
+
+    fn replica(&self, index: usize) -> Result<&Replica, ProxyError> {
+        self.replicas.get(index).ok_or_else(|| {
+            ProxyError::Upstream(UpstreamError::Unreachable("no upstream replica".into()))
+        })
+    }
 
     /// Sends the (already enriched) request and returns the streaming response.
     pub async fn send<B>(
@@ -197,23 +334,54 @@ impl Upstream {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
-        parts.uri = self.uri_for(route, &parts.uri)?;
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let body = RequestBody::new(body, self.max_body_bytes, Some(record.clone())).boxed_unsync();
+        let body = RequestBody::new(body, self.max_body_bytes, Some(record.clone()));
         let started = Instant::now();
-        let sent = tokio::time::timeout(
-            self.request_timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // The replica and AgentCore paths are boxed: inlined, their state would make every
+        // request's future (the plain path's too) larger to build and move.
+        let sent = if let Some(agentcore) = &self.agentcore {
+            record.set_upstream_arn(&agentcore.arn);
+            tokio::time::timeout_at(deadline, Box::pin(self.send_signed(agentcore, parts, body)))
+                .await
+        } else if let Some(balancer) = &self.balancer {
+            let placing = route.protocol == Protocol::Mcp
+                && parts.method == http::Method::POST
+                && session_key(&parts.headers).is_none();
+            let sending = Box::pin(async {
+                let sent = if placing {
+                    self.send_placing(balancer, route, &parts, body).await
+                } else {
+                    self.send_balanced(balancer, route, &parts, body).await
+                };
+                sent.map(|(response, index)| {
+                    // The replica that answered, for the client span's server.address.
+                    if let Some(replica) = self.replicas.get(index) {
+                        record.set_upstream_address(&replica.authority);
+                    }
+                    response
+                })
+            });
+            tokio::time::timeout_at(deadline, sending).await
+        } else {
+            parts.uri = self.replica(0)?.uri_for(route, &parts.uri)?;
+            tokio::time::timeout_at(
+                deadline,
+                self.client
+                    .request(Request::from_parts(parts, body.boxed_unsync())),
+            )
+            .await
+            .map(|r| r.map_err(SendError::Client))
+        };
         let response = match sent {
             Err(_) => {
                 return Err(ProxyError::Upstream(UpstreamError::Timeout(
                     self.request_timeout,
                 )));
             }
-            Ok(Err(error)) => {
+            Ok(Err(SendError::Edge(error))) => return Err(error),
+            Ok(Err(SendError::Client(error))) => {
                 if let Some(limit) = find_cause::<BodyTooLarge>(&error) {
                     return Err(ProxyError::BodyTooLarge { limit: limit.0 });
                 }
@@ -240,11 +408,251 @@ impl Upstream {
         {
             record.set_session_id(id.clone());
         }
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::upstream(UpstreamBody::new(body, self.stream_idle_timeout)),
-        ))
+        let mut body = UpstreamBody::new(body, self.stream_idle_timeout);
+        if is_event_stream(&parts.headers) {
+            // Reverse proxies in front of the edge (nginx) must not buffer the stream either.
+            parts
+                .headers
+                .entry(X_ACCEL_BUFFERING.clone())
+                .or_insert(HeaderValue::from_static("no"));
+            if let Some(interval) = route.keep_alive {
+                body = body.with_keep_alive(interval);
+            }
+        }
+        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
+
+    /// Several replicas: the session's replica (or the next in round robin); a replica that
+    /// refuses the connection is marked down and the request goes to the next choice, as long
+    /// as its body has not started to go out. Returns the response and the replica's index.
+    async fn send_balanced<R>(
+        &self,
+        balancer: &Balancer,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: R,
+    ) -> Result<(Response<Incoming>, usize), SendError>
+    where
+        R: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+    {
+        let session = session_key(&parts.headers);
+        let mut tried: Vec<usize> = Vec::new();
+        let slot = Arc::new(Mutex::new(Some(body)));
+        loop {
+            let Some(index) = balancer.pick(session.as_ref().map(|s| s.as_bytes()), &tried) else {
+                return Err(SendError::Edge(ProxyError::Upstream(
+                    UpstreamError::Unreachable("every replica refused the connection".into()),
+                )));
+            };
+            tried.push(index);
+            let replica = self.replica(index).map_err(SendError::Edge)?;
+            let mut request = Request::new(Reclaimable::new(slot.clone()).boxed_unsync());
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = replica
+                .uri_for(route, &parts.uri)
+                .map_err(SendError::Edge)?;
+            *request.headers_mut() = parts.headers.clone();
+            *request.version_mut() = parts.version;
+            match self.client.request(request).await {
+                Ok(response) => return Ok((response, index)),
+                Err(error) if error.is_connect() => {
+                    balancer.mark_down(index);
+                    tracing::warn!(route = %route.name, replica = %replica.authority, error = %error_chain(&error), "replica refused the connection; marked down");
+                    // The body never left if hyper did not take it out of the slot.
+                    let untouched = slot.lock().map(|b| b.is_some()).unwrap_or(false);
+                    if !untouched {
+                        return Err(SendError::Client(error));
+                    }
+                }
+                Err(error) => return Err(SendError::Client(error)),
+            }
+        }
+    }
+
+    /// A sessionless MCP POST to several replicas, which may be an `initialize` that makes a
+    /// stateful server choose a session id. Later requests with that id go to the replica the
+    /// id hashes to, so the session must be created there: when the answer carries a new
+    /// `Mcp-Session-Id` that hashes elsewhere, the session is deleted again on the replica
+    /// that made it and the request is repeated (round robin moves on) until a replica makes
+    /// an id that hashes to itself — on average as many attempts as there are replicas, only
+    /// when a session starts, and no state shared between edges. The body is replayed from
+    /// memory (JSON-RPC messages are small); a body above [`PLACEMENT_BODY_LIMIT`] is sent once.
+    async fn send_placing<B>(
+        &self,
+        balancer: &Balancer,
+        route: &Route,
+        parts: &http::request::Parts,
+        body: RequestBody<B>,
+    ) -> Result<(Response<Incoming>, usize), SendError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (prefix, rest) = read_up_to(body, PLACEMENT_BODY_LIMIT).await?;
+        if let Some(rest) = rest {
+            let whole = Prefixed::new(prefix, rest.boxed_unsync());
+            return self.send_balanced(balancer, route, parts, whole).await;
+        }
+        let body = prefix;
+        // Each attempt lands right with probability 1/n: after 16n attempts a miss is
+        // below 1e-7 (n = 3: 4e-9), while the expected count stays n.
+        let attempts = balancer.len().saturating_mul(16).max(32);
+        for attempt in 1..=attempts {
+            let full = http_body_util::Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let (response, index) = self.send_balanced(balancer, route, parts, full).await?;
+            let Some(id) = response.headers().get(&crate::enrich::MCP_SESSION_HEADER) else {
+                return Ok((response, index));
+            };
+            if balancer.pick(Some(id.as_bytes()), &[]) == Some(index) {
+                return Ok((response, index));
+            }
+            if attempt == attempts {
+                tracing::warn!(route = %route.name, attempts, "no replica created a session that hashes to itself; later requests of this session may reach another replica");
+                return Ok((response, index));
+            }
+            self.delete_session(route, parts, index, id.clone());
+        }
+        Err(SendError::Edge(ProxyError::Upstream(
+            UpstreamError::Unreachable("no replica answered".into()),
+        )))
+    }
+
+    /// Ends a session the edge made by mistake (best effort, in the background).
+    fn delete_session(
+        &self,
+        route: &Route,
+        parts: &http::request::Parts,
+        index: usize,
+        id: HeaderValue,
+    ) {
+        let Some(Ok(uri)) = self
+            .replicas
+            .get(index)
+            .map(|r| r.uri_for(route, &parts.uri))
+        else {
+            return;
+        };
+        let mut request = Request::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *request.method_mut() = http::Method::DELETE;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        for (name, value) in &parts.headers {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(crate::enrich::MCP_SESSION_HEADER.clone(), id);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await;
+        });
+    }
+
+    /// AgentCore Runtime: reads a small body once to hash it (larger ones stream, unsigned
+    /// payload), signs, sends.
+    async fn send_signed<B>(
+        &self,
+        agentcore: &AgentCore,
+        mut parts: http::request::Parts,
+        body: RequestBody<B>,
+    ) -> Result<Response<Incoming>, SendError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let replica = self.replica(0).map_err(SendError::Edge)?;
+        parts.uri = replica.base_uri.clone();
+        parts.method = http::Method::POST;
+        let (buffered, rest) = read_up_to(body, SIGNED_PAYLOAD_LIMIT).await?;
+        let (payload, outbound) = match rest {
+            None => (
+                Payload::of(&buffered),
+                http_body_util::Full::new(buffered)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ),
+            Some(rest) => (
+                Payload::Unsigned,
+                Prefixed::new(buffered, rest.boxed_unsync()).boxed_unsync(),
+            ),
+        };
+        agentcore
+            .signer
+            .sign(&parts.method, &parts.uri, &mut parts.headers, &payload)
+            .await
+            .map_err(|e| SendError::Edge(ProxyError::Upstream(UpstreamError::Signing(e.0))))?;
+        self.client
+            .request(Request::from_parts(parts, outbound))
+            .await
+            .map_err(SendError::Client)
+    }
+}
+
+/// Sessionless MCP bodies up to this size are kept to be replayed (see `send_placing`).
+pub const PLACEMENT_BODY_LIMIT: usize = 256 * 1024;
+
+/// Reads `body` until it ends or passes `limit` bytes: the bytes read, and the rest of the
+/// body when it did not end.
+async fn read_up_to<B>(
+    mut body: RequestBody<B>,
+    limit: usize,
+) -> Result<(Bytes, Option<RequestBody<B>>), SendError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut buffered = BytesMut::new();
+    while buffered.len() <= limit {
+        match body.frame().await {
+            None => return Ok((buffered.freeze(), None)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffered.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => {
+                if let Some(limit) = find_cause::<BodyTooLarge>(&*error) {
+                    return Err(SendError::Edge(ProxyError::BodyTooLarge { limit: limit.0 }));
+                }
+                return Err(SendError::Edge(ProxyError::BadRequest(
+                    "The request body could not be read.".into(),
+                )));
+            }
+        }
+    }
+    Ok((buffered.freeze(), Some(body)))
+}
+
+/// How sending failed: an error the edge decided, or the client's.
+enum SendError {
+    Edge(ProxyError),
+    Client(hyper_util::client::legacy::Error),
+}
+
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii_start()
+            .get(..17)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
+    })
+}
+
+/// The session a request belongs to, for replica affinity: `Mcp-Session-Id`, else the
+/// runtime session id (which HTTP routes always carry after the enrich phase).
+fn session_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(&crate::enrich::MCP_SESSION_HEADER)
+        .or_else(|| headers.get(&crate::enrich::SESSION_HEADER))
+        .cloned()
 }
 
 fn find_cause<'a, E: std::error::Error + 'static>(

@@ -12,5 +12,7 @@
 )]
 
 mod agentcore;
+mod mcp;
 mod otlp;
+mod sigv4;
 mod support;

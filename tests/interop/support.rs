@@ -78,6 +78,20 @@ impl Peer {
         Peer::spawn("oidc-provider", Path::new("node"), &all)
     }
 
+    /// The botocore-checked fake AgentCore data plane (tests/interop/agentcore_fake).
+    pub fn agentcore_fake() -> Peer {
+        Peer::spawn(
+            "agentcore-fake",
+            &python(),
+            &[
+                "tests/interop/agentcore_fake/server.py",
+                "--port",
+                "0",
+                "--watch-stdin",
+            ],
+        )
+    }
+
     /// The OTLP receiver (`tests/interop/otlp/receiver.py`), writing spans to `out`.
     pub fn otlp_receiver(protocol: &str, out: &Path) -> Peer {
         Peer::spawn(

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, by callgrind: deterministic where wall time on a shared
+# 2-core machine is not. Each binary serves a plain HTTP route (authorizerType NONE, the proxy's
+# own cost) in front of nginx; `hey` sends N and then 2N requests on one keep-alive connection
+# to a fresh process under callgrind, and (Ir(2N) - Ir(N)) / N is the cost of one request,
+# start-up and shutdown cancelled out.
+#
+#   bench/callgrind.sh BINARY [BINARY...]        # e.g. a build of main and one of a branch
+#   N=2000 bench/callgrind.sh ...
+#
+# Build both binaries with the same profile (e.g. release, or
+# CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 for a quicker build).
+# Needs valgrind, nginx, hey. Listens on 127.0.0.1:18301/18302 only.
+set -euo pipefail
+N=${N:-2000}
+work=$(mktemp -d)
+trap 'kill $(cat "$work/nginx.pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $work;
+  server { listen 127.0.0.1:18302; location / { return 200 '{"ok":true}'; } }
+}
+NGINX
+nginx -c "$work/nginx.conf"
+cat >"$work/gatehouse.yaml" <<YAML
+listen: 127.0.0.1:18301
+telemetry: { accessLog: "off" }
+routes:
+  - name: plain
+    authorizerType: NONE
+    upstream: { url: http://127.0.0.1:18302 }
+YAML
+
+run() { # binary requests -> total Ir
+  local bin=$1 n=$2 out=$work/cg.out
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$work/gatehouse.yaml" >/dev/null 2>"$work/vg.err" &
+  local pid=$!
+  for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:18301/" && break; sleep 0.1; done
+  hey -n "$n" -c 1 -m POST -d '{"prompt":"hi"}' -T application/json \
+    http://127.0.0.1:18301/runtimes/plain/invocations >"$work/hey.out"
+  grep -q '\[200\]' "$work/hey.out" || { cat "$work/hey.out" >&2; exit 1; }
+  kill -INT $pid; wait $pid || true
+  grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
+}
+
+for bin in "$@"; do
+  one=$(run "$bin" "$N")
+  two=$(run "$bin" $((2 * N)))
+  echo "$bin: $(( (two - one) / N )) instructions per request (Ir $one for $N, $two for $((2 * N)))"
+done

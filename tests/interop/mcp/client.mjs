@@ -1,0 +1,101 @@
+// The official TypeScript MCP client (@modelcontextprotocol/sdk 1.x) against an MCP URL, driven
+// by the Rust interop harness. Prints one JSON object on stdout; exits 1 on failure.
+//
+// usage: node client.mjs URL (--token T | --client-id ID --client-secret S --issuer I --scope SC)
+//
+// With --token the token is sent on every request; with --client-id the SDK's own
+// ClientCredentialsProvider meets the 401 and does discovery (protected resource metadata,
+// authorization server metadata) and the token request itself. After the calls, a second
+// client resumes the session with the first one's session id (no new initialize) and calls
+// again; then the session is terminated (DELETE).
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
+
+const args = process.argv.slice(2);
+const url = new URL(args[0]);
+const opt = (name) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const token = opt("--token");
+
+const requests = [];
+const loggingFetch = async (input, init) => {
+  const method = init?.method ?? "GET";
+  requests.push(`${method} ${input instanceof URL ? input.href : input.url ?? input}`);
+  return fetch(input, init);
+};
+
+function transportOptions(extra = {}) {
+  const options = { fetch: loggingFetch, ...extra };
+  if (token) {
+    options.requestInit = { headers: { Authorization: `Bearer ${token}` } };
+  } else {
+    options.authProvider = new ClientCredentialsProvider({
+      clientId: opt("--client-id"),
+      clientSecret: opt("--client-secret"),
+      scope: opt("--scope"),
+      expectedIssuer: opt("--issuer"),
+    });
+  }
+  return options;
+}
+
+const text = (result) => result.content.map((c) => c.text ?? "").join("");
+
+async function main() {
+  const out = {};
+  const transport = new StreamableHTTPClientTransport(url, transportOptions());
+  const client = new Client({ name: "gatehouse-interop", version: "1.0.0" });
+  await client.connect(transport);
+  out.sessionId = transport.sessionId;
+  out.protocolVersion = transport.protocolVersion;
+  out.tools = (await client.listTools()).tools.map((t) => t.name).sort();
+  out.whoami = JSON.parse(text(await client.callTool({ name: "whoami", arguments: {} })));
+  const arrived = [];
+  const result = await client.callTool(
+    { name: "progress", arguments: { steps: 3, interval_ms: 400 } },
+    undefined,
+    { onprogress: (p) => arrived.push({ progress: p.progress, at: Date.now() }) },
+  );
+  out.progress = { sent: JSON.parse(text(result)).sent, arrived };
+
+  // Session resumption: a new transport and client with the session id, no initialize.
+  const resumedTransport = new StreamableHTTPClientTransport(
+    url,
+    transportOptions({ sessionId: transport.sessionId }),
+  );
+  const resumed = new Client({ name: "gatehouse-interop-resumed", version: "1.0.0" });
+  await resumed.connect(resumedTransport);
+  out.resumed = JSON.parse(text(await resumed.callTool({ name: "whoami", arguments: {} })));
+  await resumedTransport.terminateSession();
+  out.terminated = resumedTransport.sessionId === undefined;
+  // The terminated session is gone upstream: the server's 404 reaches the client.
+  try {
+    await client.callTool({ name: "whoami", arguments: {} });
+    out.afterTerminate = "succeeded";
+  } catch (e) {
+    out.afterTerminate = String(e?.message ?? e);
+  }
+  await client.close().catch(() => {});
+  await resumed.close().catch(() => {});
+  out.requests = requests;
+  return out;
+}
+
+const timer = setTimeout(() => {
+  console.log(JSON.stringify({ error: "timed out" }));
+  process.exit(1);
+}, 60000);
+main()
+  .then((out) => {
+    clearTimeout(timer);
+    console.log(JSON.stringify(out));
+    process.exit(0);
+  })
+  .catch((e) => {
+    clearTimeout(timer);
+    console.log(JSON.stringify({ error: String(e?.stack ?? e), requests }));
+    process.exit(1);
+  });
