@@ -28,6 +28,7 @@ use crate::auth::AuthError;
 use crate::auth::policy::Denial;
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
+use crate::route::Protocol;
 use crate::telemetry::metrics::AuthOutcome;
 
 pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
@@ -67,6 +68,11 @@ pub enum ProxyError {
         limit: u64,
     },
     Upstream(UpstreamError),
+    /// A session id not bound to this caller (`sessionBinding`): 404 on MCP routes, as for a
+    /// session the server no longer knows, 403 on HTTP routes.
+    SessionNotBound {
+        protocol: Protocol,
+    },
 }
 
 impl ProxyError {
@@ -88,6 +94,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::SessionNotBound { .. } => "session_not_bound",
             Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             Self::Upstream(UpstreamError::Signing(_)) => "upstream_signing",
             Self::Upstream(_) => "upstream_unreachable",
@@ -119,6 +126,23 @@ impl ProxyError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "ValidationException",
                 "Only GET is served here.".into(),
+                None,
+            ),
+            Self::SessionNotBound {
+                protocol: Protocol::Mcp,
+            } => (
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                "Session not found: start a new session (initialize without Mcp-Session-Id)."
+                    .into(),
+                None,
+            ),
+            Self::SessionNotBound {
+                protocol: Protocol::Http,
+            } => (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                "This session id was not issued to this caller: send none to be given one.".into(),
                 None,
             ),
             Self::BadRequest(message) => (

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod metadata;
 pub mod route;
 pub mod server;
+pub mod session;
 pub mod settings;
 pub mod stack;
 pub mod telemetry;

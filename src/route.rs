@@ -25,6 +25,7 @@ use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::error::ProxyError;
 use crate::forward::Upstream;
+use crate::session::SessionBinding;
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::record::RequestRecord;
 
@@ -56,6 +57,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// SSE comment keep-alive interval toward the client.
     pub keep_alive: Option<Duration>,
+    /// Binds session ids to the token subject (`sessionBinding`).
+    pub session_binding: Option<Arc<SessionBinding>>,
 }
 
 /// What the request asks of the route.

@@ -27,6 +27,7 @@ use crate::enrich::HeaderPolicy;
 use crate::forward::sigv4::{self, AgentCoreSigner, CredentialCache};
 use crate::forward::{Upstream, UpstreamClients, UpstreamLimits};
 use crate::route::{Protocol, Route, RouteTable};
+use crate::session::SessionBinding;
 use crate::telemetry::metrics::Metrics;
 
 /// Browsers may cache a preflight answer this long (gatehouse's own default).
@@ -77,6 +78,9 @@ pub struct Shared {
     /// AWS credentials for `agentRuntimeArn` upstreams, one cache for the process: loaded
     /// once, refreshed ahead of expiry, kept across reloads.
     aws: std::sync::OnceLock<Arc<CredentialCache>>,
+    /// The session-binding key of routes that configure none: random, for this process only,
+    /// kept across reloads.
+    session_key: [u8; 32],
 }
 
 impl Shared {
@@ -87,6 +91,7 @@ impl Shared {
             clients: UpstreamClients::default(),
             issuers: std::sync::Mutex::new(HashMap::new()),
             aws: std::sync::OnceLock::new(),
+            session_key: rand::random(),
         }
     }
 
@@ -406,6 +411,7 @@ fn compile_route(
         .as_ref()
         .or(file.cors.as_ref())
         .map(|c| Arc::new(cors_policy(c, &allowlist)));
+    let session_binding = session_binding(route, protocol, auth.is_some(), shared);
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -418,7 +424,34 @@ fn compile_route(
         cors,
         metrics: shared.metrics.route(name),
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
+        session_binding,
     })
+}
+
+/// `sessionBinding`: on by default for MCP routes, only where there is a subject to bind to.
+fn session_binding(
+    route: &RouteFile,
+    protocol: Protocol,
+    authenticated: bool,
+    shared: &Shared,
+) -> Option<Arc<SessionBinding>> {
+    let file = route.session_binding.clone().unwrap_or_default();
+    if !file.enabled.unwrap_or(protocol == Protocol::Mcp) || !authenticated {
+        return None;
+    }
+    let key = match &file.key {
+        Some(key) => key.as_bytes(),
+        None => {
+            tracing::warn!(
+                route = %route.name,
+                "sessionBinding has no key: using this process's random key, so bound sessions \
+                 end when it restarts and cannot move between edge replicas (set \
+                 sessionBinding.key, the same on every replica)"
+            );
+            &shared.session_key
+        }
+    };
+    Some(Arc::new(SessionBinding::new(key)))
 }
 
 /// The route's upstream: one `url`, several `urls` (replicas with session affinity), or an

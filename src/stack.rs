@@ -2,7 +2,7 @@
 //! the socket to the upstream; each layer says what it needs from the ones above it.
 //!
 //! ```text
-//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Enrich ─▶ Forward ─▶ agent
+//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ Enrich ─▶ Forward ─▶ agent
 //!         ◀─ (error → response, decorate, log at body end) ◀──────── streaming response ◀──
 //! ```
 
@@ -23,6 +23,7 @@ use crate::forward::Forward;
 use crate::limits::LimitsLayer;
 use crate::metadata::MetadataLayer;
 use crate::route::RouteLayer;
+use crate::session::SessionLayer;
 use crate::telemetry::record::{RecordBody, RecordLayer};
 
 /// Builds the stack for request bodies of type `B` (hyper's `Incoming` in the server, any
@@ -55,6 +56,9 @@ where
         // Needs the route's authorizer. Verifies the token and policy before any upstream
         // contact and before the body is read; adds the Principal.
         .layer(AuthLayer::new(app.token_cache.clone()))
+        // Needs the Principal. Checks that a session id is the caller's and unwraps it (MCP),
+        // or issues one bound to the caller (HTTP routes with sessionBinding).
+        .layer(SessionLayer)
         // Needs the Principal (identity headers, baggage) and the record (ids, trace).
         .layer(EnrichLayer)
         // Needs the enriched request; streams it to the route's upstream and back.

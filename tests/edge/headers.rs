@@ -33,6 +33,7 @@ const ROUTES: &str = r#"
         discoveryUrl: "{discovery}"
         allowedClients: [client-a]
     upstream: { url: "{agent}" }
+    sessionBinding: { enabled: false }   # made-up session ids below; see sessions.rs
   - name: open
     authorizerType: NONE
     upstream: { url: "{agent}" }

@@ -21,12 +21,12 @@ use tokio::sync::mpsc;
 use crate::support::*;
 
 type Out = UnsyncBoxBody<Bytes, Infallible>;
-type Handler = Arc<
+pub(crate) type Handler = Arc<
     dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Out>> + Send>> + Send + Sync,
 >;
 
 /// A tiny upstream whose answers the test writes.
-async fn scripted(handler: Handler) -> SocketAddr {
+pub(crate) async fn scripted(handler: Handler) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -91,9 +91,10 @@ fn mcp_route(upstream: &str, extra: &str) -> String {
 #[tokio::test]
 async fn headers_pass_both_ways_and_every_method_is_authenticated() {
     let agent = agent().await;
+    // The session id is the test's own (sessions.rs covers binding).
     let routes = mcp_route(
         &agent.url(),
-        "    cors: { allowedOrigins: [\"https://somewhere.example\"] }\n",
+        "    cors: { allowedOrigins: [\"https://somewhere.example\"] }\n    sessionBinding: { enabled: false }\n",
     );
     let edge = Edge::start_with(issuer().await, agent, "", &routes).await;
     let auth = format!("Bearer {}", edge.valid_token());
@@ -172,7 +173,11 @@ async fn statuses_and_empty_bodies_pass_unchanged() {
         })
     });
     let upstream = scripted(handler).await;
-    let routes = mcp_route(&format!("http://{upstream}"), "");
+    // The upstream's own 404 for a session id it does not know (not the edge's binding check).
+    let routes = mcp_route(
+        &format!("http://{upstream}"),
+        "    sessionBinding: { enabled: false }\n",
+    );
     let edge = Edge::start("", &routes).await;
     let auth = format!("Bearer {}", edge.valid_token());
     let reply = edge
@@ -457,11 +462,18 @@ async fn new_sessions_are_created_on_the_replica_their_id_hashes_to() {
     assert!(sessions.iter().any(|s| s.starts_with("r2-")));
     // The sessions made on the wrong replica were deleted there again: every created id is
     // either handed out or deleted (the deletes run in the background).
-    let handed_out: std::collections::HashSet<&String> = sessions.iter().collect();
+    // Handed out bound (`{id}.{tag}`, sessions.rs); the replicas know the ids without tags.
+    let handed_out: std::collections::HashSet<&str> = sessions
+        .iter()
+        .map(|s| s.rsplit_once('.').unwrap().0)
+        .collect();
     assert!(
         eventually(Duration::from_secs(5), || {
             let deleted = deleted.lock().unwrap();
-            let orphans = deleted.iter().filter(|d| !handed_out.contains(d)).count();
+            let orphans = deleted
+                .iter()
+                .filter(|d| !handed_out.contains(d.as_str()))
+                .count();
             // 30 deletes of handed-out sessions from the loop above, plus the orphans.
             deleted.len() == 30 + orphans && orphans > 0
         })

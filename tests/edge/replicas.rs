@@ -52,6 +52,9 @@ routes:
         discoveryUrl: "{discovery}"
         allowedClients: [client-a]
     upstream: {{ urls: [{urls}] }}
+    # The session ids here are the test's own, not issued through the edge (sessions.rs
+    # covers binding).
+    sessionBinding: {{ enabled: false }}
 "#,
         discovery = issuer.discovery_url(),
         urls = urls.join(", ")

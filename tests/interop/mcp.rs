@@ -167,7 +167,7 @@ fn official_clients_through_the_edge_with_a_token() {
     let gateway = format!("{}/gateway/mcp", edge.url);
     let out = ts_client(&[&gateway, "--token", &token]);
     assert_eq!(out["tools"], json!(["progress", "whoami"]));
-    let session = out["sessionId"].as_str().unwrap();
+    let session = server_session(&out["sessionId"]);
     assert_eq!(out["whoami"]["session"], session);
     assert_eq!(
         out["whoami"]["authorization"],
@@ -289,7 +289,7 @@ fn sessions_stay_on_their_replica() {
         let out = ts_client(&[&mcp, "--token", &token]);
         let home = out["whoami"]["server"].as_str().unwrap().to_owned();
         assert_eq!(out["resumed"]["server"], home.as_str(), "{out}");
-        assert_eq!(out["resumed"]["session"], out["sessionId"]);
+        assert_eq!(out["resumed"]["session"], server_session(&out["sessionId"]));
         assert_streamed(&out["progress"]);
         homes.insert(home);
         let out = python_client(&[&mcp, "--token", &token]);
@@ -297,6 +297,15 @@ fn sessions_stay_on_their_replica() {
         assert_streamed(&out["progress"]);
     }
     assert!(!homes.is_empty());
+}
+
+/// The server's session id inside the one the client holds: the edge binds MCP sessions to
+/// the caller (`{id}.{tag}`, a 22-character tag) and the server only sees its own id.
+fn server_session(client_held: &Value) -> &str {
+    let held = client_held.as_str().expect("the client has a session id");
+    let (id, tag) = held.rsplit_once('.').expect("a bound session id");
+    assert_eq!(tag.len(), 22, "{held}");
+    id
 }
 
 /// The 1.x SDK most deployments run: a `FastMCP` server, and the 1.x `ClientSession` client
@@ -337,8 +346,11 @@ fn fastmcp_1x_server_and_client() {
     assert_eq!(out["protocolVersion"], "2025-11-25");
     assert_eq!(out["tools"], json!(["progress", "whoami"]));
     assert_eq!(out["whoami"]["server"], "fastmcp");
-    assert_eq!(out["whoami"]["session"], out["sessionId"]);
-    assert_eq!(out["whoami_again"]["session"], out["sessionId"]);
+    assert_eq!(out["whoami"]["session"], server_session(&out["sessionId"]));
+    assert_eq!(
+        out["whoami_again"]["session"],
+        server_session(&out["sessionId"])
+    );
     assert_eq!(
         out["whoami"]["host"],
         server.url.trim_start_matches("http://")
@@ -377,6 +389,6 @@ fn fastmcp_1x_server_and_client() {
 
     let out = ts_client(&[&mcp, "--token", token]);
     assert_eq!(out["whoami"]["server"], "fastmcp");
-    assert_eq!(out["resumed"]["session"], out["sessionId"]);
+    assert_eq!(out["resumed"]["session"], server_session(&out["sessionId"]));
     assert_streamed(&out["progress"]);
 }
