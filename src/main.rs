@@ -78,39 +78,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct TokenArgs {
-    /// Use the key, issuer, client and scope of the running `gatehouse dev`.
-    #[arg(long, conflicts_with = "key")]
-    dev: bool,
-    /// Private key file: PEM (PKCS#8, PKCS#1 RSA, SEC1 EC) or a private JWK.
-    #[arg(long, required_unless_present = "dev")]
-    key: Option<PathBuf>,
-    /// Signing algorithm (default: from the key type; RS256 for RSA).
-    #[arg(long)]
-    alg: Option<String>,
-    /// `kid` header (default: the JWK's kid, or the key's RFC 7638 thumbprint).
-    #[arg(long)]
-    kid: Option<String>,
-    /// `iss` claim (must equal the issuer in the discovery document).
-    #[arg(long)]
-    iss: Option<String>,
-    /// `sub` claim.
-    #[arg(long)]
-    sub: Option<String>,
-    /// `aud` claim (repeat for several).
-    #[arg(long)]
-    aud: Vec<String>,
-    /// `client_id` claim.
-    #[arg(long)]
-    client_id: Option<String>,
-    /// `scope` claim (space-separated).
-    #[arg(long)]
-    scope: Option<String>,
-    /// Lifetime, e.g. 15m or 1h.
-    #[arg(long, default_value = "1h")]
-    ttl: String,
-    /// Extra claim `name=value`; the value is parsed as JSON when it is JSON (repeatable).
-    #[arg(long = "claim")]
-    claims: Vec<String>,
+    #[command(flatten)]
+    mint: gatehouse::dev::MintArgs,
 }
 
 fn main() -> ExitCode {
@@ -302,64 +271,13 @@ async fn check_online(file: &config::file::FileConfig) -> bool {
 }
 
 fn token(args: &TokenArgs) -> Result<ExitCode, String> {
-    use gatehouse::dev::{Alg, DevState, MintOptions, SigningKey, mint, parse_claim_arg};
-    let alg: Option<Alg> = args
-        .alg
-        .as_deref()
-        .map(|a| a.parse().map_err(|_| format!("unknown --alg {a:?}: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA")))
-        .transpose()?;
-    let (key, mut options) = if args.dev {
-        let state = DevState::read().map_err(|e| e.to_string())?;
-        (
-            state.signing_key().map_err(|e| e.to_string())?,
-            state.mint_options(),
-        )
-    } else {
-        let path = args.key.as_ref().ok_or("give --key FILE or --dev")?;
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let key = if text.trim_start().starts_with('{') {
-            let jwk: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
-            SigningKey::from_jwk(&jwk)
-        } else {
-            SigningKey::from_pem(&text, alg, args.kid.clone())
-        }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-        (key, MintOptions::default())
-    };
-    let key = match alg {
-        Some(alg) if alg != key.alg() => key.with_alg(alg).map_err(|e| e.to_string())?,
-        _ => key,
-    };
-    let key = match &args.kid {
-        Some(kid) => key.with_kid(kid.clone()),
-        None => key,
-    };
-    if let Some(iss) = &args.iss {
-        options.iss = iss.clone();
+    if !args.mint.dev && args.mint.key.is_none() {
+        return Err("give --key FILE or --dev".into());
     }
-    if args.sub.is_some() {
-        options.sub = args.sub.clone();
-    }
-    if !args.aud.is_empty() {
-        options.aud = args.aud.clone();
-    }
-    if args.client_id.is_some() {
-        options.client_id = args.client_id.clone();
-    }
-    if args.scope.is_some() {
-        options.scope = args.scope.clone();
-    }
-    options.ttl =
-        gatehouse::config::units::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
-    for claim in &args.claims {
-        options
-            .claims
-            .push(parse_claim_arg(claim).map_err(|e| format!("--claim {claim:?}: {e}"))?);
-    }
-    if options.iss.is_empty() {
-        return Err("give --iss (the issuer in the discovery document), or use --dev".into());
-    }
-    println!("{}", mint(&key, &options).map_err(|e| e.to_string())?);
+    let (key, options) = args.mint.signer()?;
+    println!(
+        "{}",
+        gatehouse::dev::mint(&key, &options).map_err(|e| e.to_string())?
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,7 +26,7 @@ use http::{Method, Uri};
 use serde_json::{Value, json};
 
 use self::load::{Outcome, Plan, Stop};
-use crate::dev::{Alg, DevState, MintOptions, SigningKey, mint, parse_claim_arg};
+use crate::dev::{MintArgs, mint};
 
 /// `gatehouse bench` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -58,39 +58,9 @@ pub struct BenchArgs {
     /// How many distinct tokens to mint (each misses the edge's token cache once).
     #[arg(long, default_value_t = 1, requires = "mint")]
     pub distinct_tokens: usize,
-    /// Private key for `--mint`: PEM (PKCS#8, PKCS#1 RSA, SEC1 EC) or a private JWK.
-    #[arg(long, requires = "mint", conflicts_with = "dev")]
-    pub key: Option<PathBuf>,
-    /// Mint with the key, issuer, client and scope of the running `gatehouse dev`.
-    #[arg(long, requires = "mint")]
-    pub dev: bool,
-    /// `--mint`: signing algorithm (default from the key).
-    #[arg(long, requires = "mint")]
-    pub alg: Option<String>,
-    /// `--mint`: `kid` header.
-    #[arg(long, requires = "mint")]
-    pub kid: Option<String>,
-    /// `--mint`: `iss` claim.
-    #[arg(long, requires = "mint")]
-    pub iss: Option<String>,
-    /// `--mint`: `sub` claim.
-    #[arg(long, requires = "mint")]
-    pub sub: Option<String>,
-    /// `--mint`: `aud` claim (repeatable).
-    #[arg(long, requires = "mint")]
-    pub aud: Vec<String>,
-    /// `--mint`: `client_id` claim.
-    #[arg(long, requires = "mint")]
-    pub client_id: Option<String>,
-    /// `--mint`: `scope` claim (space-separated).
-    #[arg(long, requires = "mint")]
-    pub scope: Option<String>,
-    /// `--mint`: extra claim `name=value` (JSON when it parses; repeatable).
-    #[arg(long = "claim", requires = "mint")]
-    pub claims: Vec<String>,
-    /// `--mint`: token lifetime; make it longer than the run.
-    #[arg(long, default_value = "1h", requires = "mint")]
-    pub ttl: String,
+    /// `--mint`: the key and claims of the tokens.
+    #[command(flatten)]
+    pub signer: MintArgs,
     /// Connections (one request in flight on each).
     #[arg(short = 'c', long, default_value_t = 8)]
     pub connections: usize,
@@ -262,6 +232,9 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
 }
 
 fn tokens(args: &BenchArgs) -> Result<Vec<String>, String> {
+    if !args.mint && args.signer.any() {
+        return Err("--dev, --key and the claim options are for --mint".into());
+    }
     if let Some(token) = &args.token {
         return Ok(vec![token.clone()]);
     }
@@ -285,66 +258,7 @@ fn tokens(args: &BenchArgs) -> Result<Vec<String>, String> {
     if args.distinct_tokens == 0 {
         return Err("--distinct-tokens must be at least 1".into());
     }
-    let alg: Option<Alg> = args
-        .alg
-        .as_deref()
-        .map(|a| a.parse().map_err(|_| format!("unknown --alg {a:?}")))
-        .transpose()?;
-    let (key, mut options) = if args.dev {
-        let state = DevState::read().map_err(|e| e.to_string())?;
-        (
-            state.signing_key().map_err(|e| e.to_string())?,
-            state.mint_options(),
-        )
-    } else {
-        let path = args
-            .key
-            .as_ref()
-            .ok_or("--mint needs --key FILE (or --dev)")?;
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let key = if text.trim_start().starts_with('{') {
-            let jwk: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
-            SigningKey::from_jwk(&jwk)
-        } else {
-            SigningKey::from_pem(&text, alg, args.kid.clone())
-        }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-        (key, MintOptions::default())
-    };
-    let key = match alg {
-        Some(alg) if alg != key.alg() => key.with_alg(alg).map_err(|e| e.to_string())?,
-        _ => key,
-    };
-    let key = match &args.kid {
-        Some(kid) => key.with_kid(kid.clone()),
-        None => key,
-    };
-    if let Some(iss) = &args.iss {
-        options.iss = iss.clone();
-    }
-    if args.sub.is_some() {
-        options.sub = args.sub.clone();
-    }
-    if !args.aud.is_empty() {
-        options.aud = args.aud.clone();
-    }
-    if args.client_id.is_some() {
-        options.client_id = args.client_id.clone();
-    }
-    if args.scope.is_some() {
-        options.scope = args.scope.clone();
-    }
-    options.ttl =
-        crate::config::units::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
-    for claim in &args.claims {
-        options
-            .claims
-            .push(parse_claim_arg(claim).map_err(|e| format!("--claim {claim:?}: {e}"))?);
-    }
-    if options.iss.is_empty() {
-        return Err("--mint needs --iss (the issuer in the discovery document), or --dev".into());
-    }
+    let (key, mut options) = args.signer.signer()?;
     // A random jti per token keeps them distinct.
     options.jti = true;
     (0..args.distinct_tokens)

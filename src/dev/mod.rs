@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod issuer;
 pub mod keys;
+mod mint_args;
 pub mod run;
 mod serve;
 
@@ -17,5 +18,6 @@ pub use issuer::{IssuerOptions, Mode, TestIssuer};
 pub use keys::{
     Alg, DevState, DevStateError, KeyError, MintOptions, SigningKey, mint, parse_claim_arg,
 };
+pub use mint_args::MintArgs;
 pub use run::{DevOptions, dev_config};
 pub use serve::WaitTimeout;
