@@ -72,7 +72,7 @@ fn sse() -> (Response<Out>, mpsc::UnboundedSender<&'static str>) {
     (response, tx)
 }
 
-fn mcp_route(upstream: &str, extra: &str) -> String {
+pub(crate) fn mcp_route(upstream: &str, extra: &str) -> String {
     format!(
         r#"
   - name: tools

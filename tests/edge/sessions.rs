@@ -10,7 +10,7 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::mcp::{Handler, scripted};
+use crate::mcp::{Handler, mcp_route, scripted};
 use crate::support::*;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef-shared";
@@ -38,21 +38,6 @@ async fn mcp_server() -> (String, Arc<AtomicUsize>) {
         })
     });
     (format!("http://{}", scripted(handler).await), seen)
-}
-
-fn mcp_route(upstream: &str, binding: &str) -> String {
-    format!(
-        r#"
-  - name: tools
-    protocol: MCP
-    path: /mcp
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{{discovery}}"
-        allowedClients: [client-a]
-    upstream: {{ url: "{upstream}" }}
-{binding}"#
-    )
 }
 
 fn bearer(token: &str) -> String {
