@@ -19,6 +19,7 @@ mod load;
 mod mcp;
 mod reload;
 mod replicas;
+mod soak;
 mod streams;
 mod support;
 mod surface;
