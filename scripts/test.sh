@@ -3,8 +3,10 @@
 #   1. installs the interop peers (npm + pip into local directories; idempotent),
 #   2. cargo fmt --check and cargo clippy -D warnings,
 #   3. unit tests, property tests, the in-process integration tests (tests/edge) and doc tests,
-#   4. the slow tier: load and resource tests (tests/edge/load.rs, ignored by a plain
-#      `cargo test`), one at a time so the memory they measure is theirs,
+#   4. the slow tier: load and resource tests (tests/edge/load.rs) and the soak
+#      (tests/edge/soak.rs: 60 s at 500 req/s by default; GATEHOUSE_SOAK_SECONDS and
+#      GATEHOUSE_SOAK_RATE change it), ignored by a plain `cargo test`, one at a time so the
+#      memory they measure is theirs,
 #   5. a short fuzzing run of every target (scripts/fuzz.sh; FUZZ_SECONDS per target, 30 by
 #      default, 0 skips it),
 #   6. the interop tier against real third-party peers (tests/interop).
@@ -29,7 +31,7 @@ cargo test --all-targets
 step "doc tests"
 cargo test --doc
 
-step "slow tier: load and resource tests"
+step "slow tier: load, resource and soak tests"
 cargo test --test edge -- --ignored --test-threads=1 --nocapture
 
 fuzz_seconds=${FUZZ_SECONDS:-30}

@@ -3,7 +3,6 @@
 //! `cargo test`; `scripts/test.sh` runs them one at a time (`-- --ignored --test-threads=1`),
 //! so the memory they measure is theirs alone. Loopback only; each ends by itself.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,16 +16,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::support::*;
-
-/// Resident memory of a process, in KiB, from `/proc/PID/status`.
-fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: scripts/test.sh runs it"]
@@ -125,84 +114,6 @@ async fn a_slow_reader_of_a_gigabyte_holds_the_upstream_back() {
         "memory grew by {} KiB",
         peak_rss - baseline
     );
-}
-
-/// The real binary on its own ports, so its memory is measured alone.
-struct Binary {
-    child: Child,
-    addr: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_binary(
-    issuer: &gatehouse::dev::TestIssuer,
-    agent: &gatehouse::dev::EchoAgent,
-) -> Binary {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin_port) = (free_port(), free_port());
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\ntelemetry: {{ accessLog: \"off\" }}\nroutes:\n{}",
-        fill(SUPPORT_ROUTE, issuer, agent)
-    );
-    let path = dir.path().join("gatehouse.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    // GATEHOUSE_BIN measures another build (docs/security.md quotes a release binary).
-    let bin = std::env::var("GATEHOUSE_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_gatehouse").to_owned());
-    let child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let binary = Binary {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-        admin: format!("127.0.0.1:{admin_port}"),
-        _dir: dir,
-    };
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let ready = eventually_async(Duration::from_secs(30), || async {
-        let request = Request::get(format!("http://{}/readyz", binary.admin))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        matches!(client.request(request).await, Ok(r) if r.status() == 200)
-    })
-    .await;
-    assert!(ready, "the binary became ready");
-    binary
-}
-
-async fn eventually_async<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

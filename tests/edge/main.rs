@@ -20,6 +20,7 @@ mod mcp;
 mod reload;
 mod replicas;
 mod sessions;
+mod soak;
 mod streams;
 mod support;
 mod surface;

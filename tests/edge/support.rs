@@ -358,3 +358,147 @@ impl Logs {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// Resident memory of a process, in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Open file descriptors of a process, from `/proc/PID/fd`.
+pub fn open_fds(pid: &str) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
+}
+
+/// The `gatehouse` binary the slow tier runs: this build's, or `GATEHOUSE_BIN` to measure
+/// another (docs/security.md quotes a release binary).
+pub fn gatehouse_bin() -> String {
+    std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gatehouse").to_owned())
+}
+
+/// The real binary on its own ports, so its memory is measured alone.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Binary {
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// The last `lines` lines the edge wrote to stderr (its own log), for failure messages.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("edge.stderr")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// A GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("http://{}{path}", self.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary serving [`SUPPORT_ROUTE`] with the access log off.
+pub async fn start_binary(issuer: &TestIssuer, agent: &EchoAgent) -> Binary {
+    start_binary_with(
+        issuer,
+        agent,
+        "telemetry: { accessLog: \"off\" }",
+        SUPPORT_ROUTE,
+    )
+    .await
+}
+
+/// The binary on two free loopback ports; `top` is prepended to `routes:` + `routes_yaml`
+/// (placeholders filled as in [`fill`]). Returns once `/readyz` answers 200.
+pub async fn start_binary_with(
+    issuer: &TestIssuer,
+    agent: &EchoAgent,
+    top: &str,
+    routes_yaml: &str,
+) -> Binary {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n{}\nroutes:\n{}",
+        fill(top, issuer, agent),
+        fill(routes_yaml, issuer, agent)
+    );
+    let path = dir.path().join("gatehouse.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let stderr = std::fs::File::create(dir.path().join("edge.stderr")).unwrap();
+    let child = std::process::Command::new(gatehouse_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let binary = Binary {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+        admin: format!("127.0.0.1:{admin_port}"),
+        dir,
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let ready = eventually_async(Duration::from_secs(30), || async {
+        let request = Request::get(format!("http://{}/readyz", binary.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        matches!(client.request(request).await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    assert!(
+        ready,
+        "the binary became ready:\n{}",
+        binary.stderr_tail(20)
+    );
+    binary
+}
+
+pub async fn eventually_async<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
