@@ -260,3 +260,49 @@ proptest! {
         }
     }
 }
+
+mod session_binding {
+    use std::sync::Arc;
+
+    use gatehouse::auth::Principal;
+    use gatehouse::auth::claims::Claims;
+    use gatehouse::session::SessionBinding;
+    use proptest::prelude::*;
+
+    fn principal(sub: &str) -> Principal {
+        let mut claims = Claims::parse(br#"{"iss":"https://idp"}"#).unwrap();
+        claims.sub = Some(sub.to_owned());
+        Principal {
+            claims: Arc::new(claims),
+            cache_hit: false,
+            kid: None,
+            alg: jsonwebtoken::Algorithm::RS256,
+        }
+    }
+
+    proptest! {
+        /// Any session id a server can send (visible ASCII) binds, verifies back to itself for
+        /// its subject, and for no other subject.
+        #[test]
+        fn bound_ids_verify_for_their_subject_only(
+            session in "[!-~]{0,64}",
+            sub in "[a-z]{1,8}",
+            other in "[a-z]{1,8}",
+        ) {
+            let binding = SessionBinding::new(&[9u8; 32]);
+            let owner = principal(&sub);
+            let bound = binding.bind("r", &owner, session.as_bytes()).unwrap();
+            prop_assert_eq!(binding.verify("r", &owner, bound.as_bytes()), Some(session.as_bytes()));
+            if other != sub {
+                prop_assert_eq!(binding.verify("r", &principal(&other), bound.as_bytes()), None);
+            }
+        }
+
+        /// Bytes that were not bound by this key never verify (a forged tag would need the key).
+        #[test]
+        fn arbitrary_bytes_never_verify(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            let binding = SessionBinding::new(&[9u8; 32]);
+            prop_assert_eq!(binding.verify("r", &principal("alice"), &bytes), None);
+        }
+    }
+}
