@@ -7,11 +7,11 @@
 //! `sessionBinding.key`. Every edge replica with the same key verifies every other's ids.
 //!
 //! - **MCP routes** (on by default): the MCP server's `Mcp-Session-Id` reaches the client as
-//!   `{id}.{tag}`, and the tag is checked and stripped on the way in, so the server only ever
+//!   `{id}-{tag}`, and the tag is checked and stripped on the way in, so the server only ever
 //!   sees its own ids. A missing or foreign tag is answered 404, which MCP clients take as
 //!   "session gone" and answer with a fresh `initialize`.
 //! - **HTTP routes** (off by default, as AgentCore clients usually pick their own ids): the edge
-//!   issues `{uuid}.{tag}` when the client sends no session id, and refuses with 403 any id it
+//!   issues `{uuid}-{tag}` when the client sends no session id, and refuses with 403 any id it
 //!   did not issue to this caller. Client and agent see the same id.
 //!
 //! Routes without an authorizer (`authorizerType: NONE`) have no subject and are not bound.
@@ -37,8 +37,10 @@ use crate::route::{Protocol, Route};
 /// Bytes of HMAC kept in a tag: 128 bits, 22 base64url characters.
 const TAG_BYTES: usize = 16;
 const TAG_CHARS: usize = 22;
-/// Between the session id and its tag; outside base64url, so the split is unambiguous.
-const SEPARATOR: u8 = b'.';
+/// Between the session id and its tag. The tag has a fixed length, so the split is by position
+/// and unambiguous; `-` keeps bound ids within AgentCore's session-id alphabet
+/// (`[a-zA-Z0-9][a-zA-Z0-9-_]*`) whenever the id itself is.
+const SEPARATOR: u8 = b'-';
 /// Domain separation, and a version should the format ever change.
 const CONTEXT: &[u8] = b"gatehouse session binding v1";
 
@@ -90,7 +92,7 @@ impl SessionBinding {
         out
     }
 
-    /// `{session}.{tag}`: the session id as the client holds it.
+    /// `{session}-{tag}`: the session id as the client holds it.
     pub fn bind(&self, route: &str, principal: &Principal, session: &[u8]) -> Option<HeaderValue> {
         let mut bound = Vec::with_capacity(session.len() + 1 + TAG_CHARS);
         bound.extend_from_slice(session);
@@ -319,11 +321,11 @@ mod tests {
             Some(&b"id.with.dots"[..])
         );
         let mut no_separator = good.to_vec();
-        no_separator[good.len() - TAG_CHARS - 1] = b'-';
+        no_separator[good.len() - TAG_CHARS - 1] = b'.';
         let empty_session = binding.bind("r", &alice, b"").unwrap();
         for bad in [
             &b""[..],
-            b".",
+            b"-",
             &good[..good.len() - 1],
             &good[1..],
             &no_separator,

@@ -462,11 +462,9 @@ async fn new_sessions_are_created_on_the_replica_their_id_hashes_to() {
     assert!(sessions.iter().any(|s| s.starts_with("r2-")));
     // The sessions made on the wrong replica were deleted there again: every created id is
     // either handed out or deleted (the deletes run in the background).
-    // Handed out bound (`{id}.{tag}`, sessions.rs); the replicas know the ids without tags.
-    let handed_out: std::collections::HashSet<&str> = sessions
-        .iter()
-        .map(|s| s.rsplit_once('.').unwrap().0)
-        .collect();
+    // Handed out bound (`{id}-{tag}`, a 22-character tag: sessions.rs); the replicas know the ids without tags.
+    let handed_out: std::collections::HashSet<&str> =
+        sessions.iter().map(|s| &s[..s.len() - 23]).collect();
     assert!(
         eventually(Duration::from_secs(5), || {
             let deleted = deleted.lock().unwrap();

@@ -64,7 +64,8 @@ async fn mcp_sessions_are_bound_to_the_subject_by_default() {
     let created = post(&edge, &alice, None).await;
     assert_eq!(created.status, 200);
     let bound = created.header("mcp-session-id").unwrap().to_owned();
-    let (id, tag) = bound.rsplit_once('.').unwrap();
+    let (id, tag) = bound.split_at(bound.len() - 23);
+    let tag = tag.strip_prefix('-').unwrap();
     assert_eq!(id, "srv-0");
     assert_eq!(tag.len(), 22);
     let again = post(&edge, &alice, Some(&bound)).await;
@@ -82,7 +83,7 @@ async fn mcp_sessions_are_bound_to_the_subject_by_default() {
     let last = altered.len() - 1;
     altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
-    let forged = format!("srv-0.{}", "A".repeat(22));
+    let forged = format!("srv-0-{}", "A".repeat(22));
     let other_client = edge.token(|o| {
         o.sub = None;
         o.client_id = Some("client-a".into());
@@ -221,6 +222,15 @@ async fn runtime_sessions_are_issued_bound_when_enabled() {
     assert_eq!(first.status, 200);
     let issued = first.header(SESSION).unwrap().to_owned();
     assert_eq!(issued.len(), 36 + 1 + 22);
+    // Within AgentCore's session-id alphabet, `[a-zA-Z0-9][a-zA-Z0-9-_]*`, so an
+    // `agentRuntimeArn` upstream takes it.
+    assert!(issued.starts_with(|c: char| c.is_ascii_alphanumeric()));
+    assert!(
+        issued
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{issued}"
+    );
     assert_eq!(
         edge.agent.requests()[0].header(SESSION).as_deref(),
         Some(issued.as_str())

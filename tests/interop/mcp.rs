@@ -300,11 +300,11 @@ fn sessions_stay_on_their_replica() {
 }
 
 /// The server's session id inside the one the client holds: the edge binds MCP sessions to
-/// the caller (`{id}.{tag}`, a 22-character tag) and the server only sees its own id.
+/// the caller (`{id}-{tag}`, a 22-character tag) and the server only sees its own id.
 fn server_session(client_held: &Value) -> &str {
     let held = client_held.as_str().expect("the client has a session id");
-    let (id, tag) = held.rsplit_once('.').expect("a bound session id");
-    assert_eq!(tag.len(), 22, "{held}");
+    let (id, tag) = held.split_at(held.len().checked_sub(23).expect("a bound session id"));
+    assert!(tag.starts_with('-'), "{held}");
     id
 }
 
