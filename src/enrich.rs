@@ -12,19 +12,15 @@
 //! a client cannot spoof who it is. Hop-by-hop headers and any header named by `Connection`
 //! are never forwarded. `Host` is the upstream's own (set by the client connector).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use tower::{Layer, Service};
 
 use crate::auth::Principal;
-use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::phase::Check;
 use crate::route::{Protocol, Route};
 use crate::telemetry::record::RequestRecord;
 
@@ -341,59 +337,25 @@ pub fn session_id(headers: &HeaderMap) -> Result<HeaderValue, ProxyError> {
 
 /// Rewrites the request's headers for the upstream.
 #[derive(Clone, Debug, Default)]
-pub struct EnrichLayer;
+pub struct Enrich;
 
-impl<S> Layer<S> for EnrichLayer {
-    type Service = Enrich<S>;
-    fn layer(&self, inner: S) -> Enrich<S> {
-        Enrich { inner }
-    }
-}
-
-/// See [`EnrichLayer`].
-#[derive(Clone, Debug)]
-pub struct Enrich<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for Enrich<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+impl Check for Enrich {
+    fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
         let extensions = request.extensions();
         let (Some(route), Some(record)) = (
-            extensions.get::<Arc<Route>>().cloned(),
-            extensions.get::<Arc<RequestRecord>>().cloned(),
+            extensions.get::<Arc<Route>>(),
+            extensions.get::<Arc<RequestRecord>>(),
         ) else {
-            return Box::pin(async { Err(ProxyError::NoRoute) });
+            return Err(ProxyError::NoRoute);
         };
         let headers = route.headers.upstream_headers(
             request.headers(),
             route.protocol,
-            request.extensions().get::<Principal>(),
-            &record,
-        );
-        match headers {
-            Ok(headers) => {
-                *request.headers_mut() = headers;
-                Box::pin(self.inner.call(request))
-            }
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
+            extensions.get::<Principal>(),
+            record,
+        )?;
+        *request.headers_mut() = headers;
+        Ok(())
     }
 }
 

@@ -35,6 +35,7 @@ pub mod error;
 pub mod forward;
 pub mod limits;
 pub mod metadata;
+pub mod phase;
 pub mod route;
 pub mod server;
 pub mod session;

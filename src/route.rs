@@ -9,22 +9,18 @@
 //! default resource — so the next phases know a metadata request needs no token.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use percent_encoding::percent_decode_str;
-use tower::{Layer, Service};
 
 use crate::auth::Authorizer;
-use crate::body::ProxyBody;
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::error::ProxyError;
 use crate::forward::Upstream;
+use crate::phase::Check;
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::record::RequestRecord;
@@ -160,50 +156,25 @@ impl RouteTable {
     }
 }
 
-/// Resolves the route before anything else: every later phase is per route.
+/// Resolves the route before anything else: every later phase is per route. Puts
+/// `Arc<Route>` and [`Target`] in the request extensions.
 #[derive(Clone, Debug, Default)]
-pub struct RouteLayer;
+pub struct Routing;
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = RouteService<S>;
-    fn layer(&self, inner: S) -> RouteService<S> {
-        RouteService { inner }
-    }
-}
-
-/// See [`RouteLayer`]. Puts `Arc<Route>` and [`Target`] in the request extensions.
-#[derive(Clone, Debug)]
-pub struct RouteService<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for RouteService<S>
-where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Some(record) = request.extensions().get::<Arc<RequestRecord>>().cloned() else {
-            return Box::pin(async { Err(ProxyError::NoRoute) });
-        };
-        let Some((route, target)) = record.settings.routes.resolve(request.uri().path()) else {
-            return Box::pin(async { Err(ProxyError::NoRoute) });
-        };
+impl Check for Routing {
+    fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
+        let record = request
+            .extensions()
+            .get::<Arc<RequestRecord>>()
+            .ok_or(ProxyError::NoRoute)?;
+        let (route, target) = record
+            .settings
+            .routes
+            .resolve(request.uri().path())
+            .ok_or(ProxyError::NoRoute)?;
         record.set_route(route.clone());
         request.extensions_mut().insert(route);
         request.extensions_mut().insert(target);
-        Box::pin(self.inner.call(request))
+        Ok(())
     }
 }

@@ -18,11 +18,12 @@ use crate::app::App;
 use crate::auth::AuthLayer;
 use crate::body::BoxError;
 use crate::cors::CorsLayer;
-use crate::enrich::EnrichLayer;
+use crate::enrich::Enrich;
 use crate::forward::Forward;
-use crate::limits::LimitsLayer;
+use crate::limits::RequestLimits;
 use crate::metadata::MetadataLayer;
-use crate::route::RouteLayer;
+use crate::phase::Phase;
+use crate::route::Routing;
 use crate::session::SessionLayer;
 use crate::telemetry::record::{RecordBody, RecordLayer};
 
@@ -44,9 +45,9 @@ where
         // (error.rs), adds the headers all responses share, and logs when the body ends.
         .layer(RecordLayer::new(app.clone()))
         // Needs the record's settings snapshot. Everything below is per route.
-        .layer(RouteLayer)
+        .layer(Phase(Routing))
         // Cheap refusals (431, declared 413) before any real work.
-        .layer(LimitsLayer)
+        .layer(Phase(RequestLimits))
         // Needs the route's CORS policy. Before metadata and auth: preflights and the
         // metadata documents are answered without a token, and a foreign Origin is refused
         // before anything else happens.
@@ -60,7 +61,7 @@ where
         // or issues one bound to the caller (HTTP routes with sessionBinding).
         .layer(SessionLayer)
         // Needs the Principal (identity headers, baggage) and the record (ids, trace).
-        .layer(EnrichLayer)
+        .layer(Phase(Enrich))
         // Needs the enriched request; streams it to the route's upstream and back.
         .service(Forward)
 }
