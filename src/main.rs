@@ -271,9 +271,6 @@ async fn check_online(file: &config::file::FileConfig) -> bool {
 }
 
 fn token(args: &TokenArgs) -> Result<ExitCode, String> {
-    if !args.mint.dev && args.mint.key.is_none() {
-        return Err("give --key FILE or --dev".into());
-    }
     let (key, options) = args.mint.signer()?;
     println!(
         "{}",

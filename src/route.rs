@@ -54,7 +54,7 @@ pub struct Route {
     /// SSE comment keep-alive interval toward the client.
     pub keep_alive: Option<Duration>,
     /// Binds session ids to the token subject (`sessionBinding`).
-    pub session_binding: Option<Arc<SessionBinding>>,
+    pub session_binding: Option<SessionBinding>,
 }
 
 /// What the request asks of the route.

@@ -24,6 +24,7 @@ use std::task::{Context, Poll};
 use aws_lc_rs::{constant_time, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::future::{Either, ready};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use tower::{Layer, Service};
@@ -109,7 +110,7 @@ impl SessionBinding {
         bound: &'a [u8],
     ) -> Option<&'a [u8]> {
         let split = bound.len().checked_sub(TAG_CHARS + 1)?;
-        let (session, tag) = (&bound[..split], &bound[split..]);
+        let (session, tag) = bound.split_at_checked(split)?;
         let tag = tag.strip_prefix(&[SEPARATOR])?;
         constant_time::verify_slices_are_equal(tag, &self.tag(route, principal, session)).ok()?;
         Some(session)
@@ -146,39 +147,43 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = futures_util::future::Either<S::Future, ResponseFuture>;
+    type Future = Either<S::Future, ResponseFuture>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        use futures_util::future::Either;
-        let extensions = request.extensions();
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Split, so the headers can change while the route and principal are borrowed.
+        let (mut parts, body) = request.into_parts();
+        let extensions = &parts.extensions;
         let (Some(route), Some(principal)) = (
-            extensions.get::<Arc<Route>>().cloned(),
-            extensions.get::<Principal>().cloned(),
+            extensions.get::<Arc<Route>>(),
+            extensions.get::<Principal>(),
         ) else {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(self.inner.call(Request::from_parts(parts, body)));
         };
-        let Some(binding) = route.session_binding.clone() else {
-            return Either::Left(self.inner.call(request));
+        let Some(binding) = &route.session_binding else {
+            return Either::Left(self.inner.call(Request::from_parts(parts, body)));
         };
         let checked = match route.protocol {
-            Protocol::Mcp => unbind_mcp(&binding, &route, &principal, request.headers_mut()),
-            Protocol::Http => bind_runtime(&binding, &route, &principal, request.headers_mut()),
+            Protocol::Mcp => unbind_mcp(binding, route, principal, &mut parts.headers),
+            Protocol::Http => bind_runtime(binding, route, principal, &mut parts.headers),
         };
         if let Err(error) = checked {
-            return Either::Right(Box::pin(async move { Err(error) }));
+            return Either::Right(Box::pin(ready(Err(error))));
         }
-        if route.protocol == Protocol::Http {
-            return Either::Left(self.inner.call(request));
-        }
-        let response = self.inner.call(request);
+        // Only MCP responses are rewritten, so only they keep the route and caller.
+        let rewrite = (route.protocol == Protocol::Mcp).then(|| (route.clone(), principal.clone()));
+        let response = self.inner.call(Request::from_parts(parts, body));
+        let Some((route, principal)) = rewrite else {
+            return Either::Left(response);
+        };
         Either::Right(Box::pin(async move {
             let mut response = response.await?;
             // The server's new (or repeated) session id goes to the client bound.
-            if let Some(id) = response.headers().get(&MCP_SESSION_HEADER)
+            if let Some(binding) = &route.session_binding
+                && let Some(id) = response.headers().get(&MCP_SESSION_HEADER)
                 && let Some(bound) = binding.bind(&route.name, &principal, id.as_bytes())
             {
                 response

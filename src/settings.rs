@@ -434,12 +434,13 @@ fn session_binding(
     protocol: Protocol,
     authenticated: bool,
     shared: &Shared,
-) -> Option<Arc<SessionBinding>> {
-    let file = route.session_binding.clone().unwrap_or_default();
-    if !file.enabled.unwrap_or(protocol == Protocol::Mcp) || !authenticated {
+) -> Option<SessionBinding> {
+    let file = route.session_binding.as_ref();
+    let enabled = file.and_then(|f| f.enabled);
+    if !enabled.unwrap_or(protocol == Protocol::Mcp) || !authenticated {
         return None;
     }
-    let key = match &file.key {
+    let key = match file.and_then(|f| f.key.as_ref()) {
         Some(key) => key.as_bytes(),
         None => {
             tracing::warn!(
@@ -451,7 +452,7 @@ fn session_binding(
             &shared.session_key
         }
     };
-    Some(Arc::new(SessionBinding::new(key)))
+    Some(SessionBinding::new(key))
 }
 
 /// The route's upstream: one `url`, several `urls` (replicas with session affinity), or an
