@@ -34,6 +34,7 @@ pub mod enrich;
 pub mod error;
 pub mod forward;
 pub mod limits;
+pub mod mcp;
 pub mod metadata;
 pub mod phase;
 pub mod route;
