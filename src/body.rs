@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::forward::UpstreamBody;
+use crate::quota::concurrency::Permits;
 
 /// Errors a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,6 +27,8 @@ pin_project! {
         Full { data: Option<Bytes> },
         /// The upstream's body, streamed with the idle timeout applied.
         Upstream { #[pin] body: UpstreamBody },
+        /// A body that holds concurrency permits (quotas) until it ends or is dropped.
+        Guarded { body: Box<ProxyBody>, permits: Permits },
     }
 }
 
@@ -42,6 +45,18 @@ impl ProxyBody {
 
     pub fn upstream(body: UpstreamBody) -> Self {
         Self::Upstream { body }
+    }
+
+    /// `body`, holding `permits` until its last frame, an error, or the client going away
+    /// (the body is dropped) — whichever comes first.
+    pub fn guarded(body: ProxyBody, permits: Permits) -> Self {
+        if permits.is_empty() {
+            return body;
+        }
+        Self::Guarded {
+            body: Box::new(body),
+            permits,
+        }
     }
 }
 
@@ -62,6 +77,18 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Guarded { body, permits } => {
+                let polled = Pin::new(&mut **body).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None | Some(Err(_))) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Pending => false,
+                };
+                if ended {
+                    permits.clear();
+                }
+                polled
+            }
         }
     }
 
@@ -69,6 +96,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full { data } => data.is_none(),
             Self::Upstream { body } => body.is_end_stream(),
+            Self::Guarded { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -78,6 +106,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Self::Upstream { body } => body.size_hint(),
+            Self::Guarded { body, .. } => body.size_hint(),
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::auth::AuthError;
 use crate::auth::policy::Denial;
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
+use crate::quota::QuotaError;
 use crate::route::Protocol;
 use crate::telemetry::metrics::AuthOutcome;
 
@@ -73,6 +74,8 @@ pub enum ProxyError {
     SessionNotBound {
         protocol: Protocol,
     },
+    /// Over a quota (SPEC §12) or `authFailuresPerIp`, or the quota store failed closed.
+    Quota(QuotaError),
 }
 
 impl ProxyError {
@@ -95,6 +98,7 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::SessionNotBound { .. } => "session_not_bound",
+            Self::Quota(error) => error.reason(),
             Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             Self::Upstream(UpstreamError::Signing(_)) => "upstream_signing",
             Self::Upstream(_) => "upstream_unreachable",
@@ -116,6 +120,7 @@ impl ProxyError {
                 None,
             ),
             Self::Auth { error, challenge } => return auth_response(error, &challenge),
+            Self::Quota(error) => return quota_response(error),
             Self::OriginNotAllowed => (
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
@@ -235,6 +240,55 @@ fn auth_response(error: AuthError, challenge: &Challenge) -> Response<ProxyBody>
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response
+        }
+    }
+}
+
+/// AgentCore's throttling answer.
+const RATE_EXCEEDED: &str = "Rate exceeded.";
+/// The JSON-RPC error code of a throttled MCP request (AgentCore's MCP throttling code).
+const JSONRPC_THROTTLED: i64 = -32003;
+
+fn quota_response(error: QuotaError) -> Response<ProxyBody> {
+    match error {
+        QuotaError::Throttled { throttle, jsonrpc } => {
+            let mut response = match jsonrpc {
+                None => json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ThrottlingException",
+                    RATE_EXCEEDED,
+                    None,
+                ),
+                Some(id) => {
+                    let body = serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "id": id,
+                        "error": { "code": JSONRPC_THROTTLED, "message": RATE_EXCEEDED },
+                    });
+                    let mut response = json_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "ThrottlingException",
+                        RATE_EXCEEDED,
+                        None,
+                    );
+                    *response.body_mut() = ProxyBody::full(Bytes::from(body.to_string()));
+                    response
+                }
+            };
+            throttle.write(response.headers_mut());
+            response
+        }
+        QuotaError::StoreUnavailable => {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailableException",
+                "The quota store is unavailable; retry shortly.",
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
     }
@@ -391,6 +445,45 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
+    async fn throttled_rows() {
+        use crate::quota::headers::{Limit, Throttle};
+        let throttle = Throttle {
+            rule: "per-client".into(),
+            limit: Limit::Rate(crate::quota::rules::Rate::parse("25/s").unwrap()),
+            retry_after: std::time::Duration::from_millis(300),
+        };
+        let response = ProxyError::Quota(QuotaError::Throttled {
+            throttle: throttle.clone(),
+            jsonrpc: None,
+        })
+        .into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert_eq!(response.headers()["ratelimit-policy"], r#""per-client";q=25;w=1"#);
+        assert_eq!(response.headers()["ratelimit"], r#""per-client";r=0;t=1"#);
+        let (status, kind, www, body) = parts(ProxyError::Quota(QuotaError::Throttled {
+            throttle: throttle.clone(),
+            jsonrpc: None,
+        }))
+        .await;
+        assert_eq!((status, kind.as_str(), www), (429, "ThrottlingException", None));
+        assert_eq!(body, serde_json::json!({"message": "Rate exceeded."}));
+
+        let id = serde_json::value::RawValue::from_string("\"a-7\"".into()).unwrap();
+        let (status, _, _, body) = parts(ProxyError::Quota(QuotaError::Throttled {
+            throttle,
+            jsonrpc: Some(Some(id)),
+        }))
+        .await;
+        assert_eq!(status, 429);
+        assert_eq!(body["jsonrpc"], "2.0");
+        assert_eq!(body["id"], "a-7");
+        assert_eq!(body["error"]["message"], "Rate exceeded.");
+
+        let (status, kind, _, _) = parts(ProxyError::Quota(QuotaError::StoreUnavailable)).await;
+        assert_eq!((status, kind.as_str()), (503, "ServiceUnavailableException"));
     }
 
     #[tokio::test]

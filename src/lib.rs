@@ -37,6 +37,7 @@ pub mod limits;
 pub mod mcp;
 pub mod metadata;
 pub mod phase;
+pub mod quota;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -55,6 +55,8 @@ pub struct Route {
     pub keep_alive: Option<Duration>,
     /// Binds session ids to the token subject (`sessionBinding`).
     pub session_binding: Option<SessionBinding>,
+    /// The quota rules that apply on this route (global and its own); `None`: no quotas.
+    pub quotas: Option<Arc<crate::quota::policy::RouteQuotas>>,
 }
 
 /// What the request asks of the route.

@@ -16,6 +16,7 @@ use http::Uri;
 use jsonwebtoken::Algorithm;
 
 use crate::auth::Authorizer;
+use crate::auth::failures::FailureBudget;
 use crate::auth::jwks::{Issuer, IssuerConfig};
 use crate::auth::policy::{ClaimRule, Policy};
 use crate::config::defaults;
@@ -26,6 +27,9 @@ use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::forward::sigv4::{self, AgentCoreSigner, CredentialCache};
 use crate::forward::{Upstream, UpstreamClients, UpstreamLimits};
+use crate::quota::Quotas;
+use crate::quota::redis::RedisStore;
+use crate::quota::rules::Rate;
 use crate::route::{Protocol, Route, RouteTable};
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::Metrics;
@@ -66,6 +70,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Sampling and span contents (`telemetry.sampling`, `telemetry.enduserId`).
     pub tracing: crate::telemetry::spans::TraceSettings,
+    /// `limits.authFailuresPerIp`: failed validations per client address.
+    pub auth_failures: Option<Arc<FailureBudget>>,
 }
 
 /// The long-lived pieces a compiled configuration points into, kept across reloads.
@@ -81,6 +87,9 @@ pub struct Shared {
     /// The session-binding key of routes that configure none: random, for this process only,
     /// kept across reloads.
     session_key: [u8; 32],
+    /// Quota stores by Redis URL: one connection per Redis for the process, kept across
+    /// reloads while some configuration uses it.
+    quota_stores: std::sync::Mutex<HashMap<String, std::sync::Weak<RedisStore>>>,
 }
 
 impl Shared {
@@ -92,7 +101,23 @@ impl Shared {
             issuers: std::sync::Mutex::new(HashMap::new()),
             aws: std::sync::OnceLock::new(),
             session_key: rand::random(),
+            quota_stores: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The Redis quota store for `url`: the running one, or a new one (connected lazily).
+    fn quota_store(&self, url: &str) -> Result<Arc<RedisStore>, String> {
+        let mut stores = self
+            .quota_stores
+            .lock()
+            .map_err(|_| "quota store registry poisoned".to_owned())?;
+        if let Some(existing) = stores.get(url).and_then(std::sync::Weak::upgrade) {
+            return Ok(existing);
+        }
+        let store = Arc::new(RedisStore::new(url)?);
+        stores.insert(url.to_owned(), Arc::downgrade(&store));
+        stores.retain(|_, weak| weak.strong_count() > 0);
+        Ok(store)
     }
 
     /// The process's AWS credentials (the default chain; `region` is the first AgentCore
@@ -211,6 +236,7 @@ pub fn compile(
         .map(|(key, (url, config))| (key, shared.issuer(&url, config)))
         .collect();
 
+    let quotas = Quotas::compile(file.quotas.as_ref(), |url| shared.quota_store(url))?;
     let mut routes = Vec::new();
     let mut default_resource = None;
     for route_file in &file.routes {
@@ -221,6 +247,7 @@ pub fn compile(
             &limits,
             trust_forwarded,
             &issuers,
+            &quotas,
             shared,
         )?);
         if route_file.default_resource == Some(true) {
@@ -246,6 +273,13 @@ pub fn compile(
         server_timing: telemetry.server_timing.unwrap_or(false),
         access_log: telemetry.access_log.as_deref() != Some("off"),
         tracing: crate::telemetry::spans::TraceSettings::from_file(Some(&telemetry)),
+        auth_failures: limits_file
+            .auth_failures_per_ip
+            .as_deref()
+            .map(Rate::parse)
+            .transpose()
+            .map_err(|e| format!("limits.authFailuresPerIp: {e}"))?
+            .map(FailureBudget::new),
     };
     Ok((startup, settings))
 }
@@ -314,6 +348,7 @@ fn compile_route(
     limits: &Limits,
     trust_forwarded: bool,
     issuers: &HashMap<String, Arc<Issuer>>,
+    quotas: &Quotas,
     shared: &Shared,
 ) -> Result<Route, String> {
     let name = route.name.as_str();
@@ -412,6 +447,15 @@ fn compile_route(
         .or(file.cors.as_ref())
         .map(|c| Arc::new(cors_policy(c, &allowlist)));
     let session_binding = session_binding(route, protocol, auth.is_some(), shared);
+    let own_quotas = route.quotas.as_ref().map(|q| q.rules.as_slice());
+    let quotas = quotas
+        .for_route(
+            name,
+            protocol == Protocol::Mcp,
+            own_quotas.unwrap_or_default(),
+            &shared.metrics,
+        )
+        .map_err(|e| format!("route {name}: quotas: {e}"))?;
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -425,6 +469,7 @@ fn compile_route(
         metrics: shared.metrics.route(name),
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
         session_binding,
+        quotas,
     })
 }
 

@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod failures;
 pub mod jwks;
 pub mod keys;
 pub mod policy;

@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub telemetry: Option<TelemetryFile>,
     /// Default CORS policy for routes that do not set their own.
     pub cors: Option<CorsFile>,
+    /// Rate and concurrency limits for every route, and where their counts live (SPEC §12).
+    pub quotas: Option<QuotasFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
 }
@@ -131,6 +133,9 @@ pub struct LimitsFile {
     pub header_read_timeout: Option<DurationStr>,
     /// Open client connections per process; further connections wait in the accept queue.
     pub max_connections: Option<u32>,
+    /// Failed token validations per client address (`20/s`); over it: 429 before any
+    /// signature is verified.
+    pub auth_failures_per_ip: Option<String>,
 }
 
 /// The `jwt` block: defaults for every CUSTOM_JWT authorizer (top level), or a per-route
@@ -218,6 +223,8 @@ pub struct RouteFile {
     pub session_binding: Option<SessionBindingFile>,
     /// SSE comment keep-alive interval toward the client, e.g. `15s` (0 or absent: none).
     pub keep_alive: Option<DurationStr>,
+    /// This route's own quota rules, added to the global ones.
+    pub quotas: Option<RouteQuotasFile>,
 }
 
 /// `authorizerConfiguration`, pasted from AgentCore.
@@ -296,4 +303,64 @@ pub struct SessionBindingFile {
     pub enabled: Option<bool>,
     /// HMAC key (at least 32 bytes), usually `${GATEHOUSE_SESSION_KEY}`.
     pub key: Option<String>,
+}
+
+/// The top-level `quotas` block.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotasFile {
+    pub store: Option<QuotaStoreFile>,
+    #[serde(default)]
+    pub rules: Vec<QuotaRuleFile>,
+}
+
+/// A route's `quotas` block: rules only (the store is the edge's).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteQuotasFile {
+    #[serde(default)]
+    pub rules: Vec<QuotaRuleFile>,
+}
+
+/// Where quota counts live: `local` (this process) or `redis` (shared by replicas).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStoreFile {
+    /// `local` or `redis`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
+    /// Longest wait for Redis per decision (default 50ms).
+    pub timeout: Option<DurationStr>,
+    /// `allow` (default) or `deny` when Redis does not answer in time.
+    pub on_error: Option<String>,
+}
+
+/// One quota rule.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaRuleFile {
+    #[serde(default)]
+    pub name: String,
+    /// Any of `client_id`, `sub`, `route`, `ip`, `tool`, `claim:<name>`.
+    #[serde(default)]
+    pub key: OneOrMany<String>,
+    /// `N/s`, `N/m` or `N/h`.
+    pub rate: Option<String>,
+    /// Bucket size (default: the rate's N).
+    pub burst: Option<u32>,
+    /// Requests (and streams) in flight per key.
+    pub concurrency: Option<u32>,
+    /// MCP routes: only matching messages count.
+    #[serde(rename = "match")]
+    pub matches: Option<QuotaMatchFile>,
+}
+
+/// `match: { method, name }` (globs with `*`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaMatchFile {
+    pub method: Option<String>,
+    pub name: Option<String>,
 }

@@ -17,6 +17,7 @@ use serde::de::{self, Visitor};
 use super::file::{
     AdminFile, AuthorizerConfiguration, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
     CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, RouteFile,
+    QuotaMatchFile, QuotaRuleFile, QuotaStoreFile, QuotasFile, RouteQuotasFile,
     SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
 };
 use super::locate::{Index, Kind, Node, YPath};
@@ -41,11 +42,16 @@ pub(super) enum Struct {
     ClaimMatchValueUnion,
     Upstream,
     SessionBinding,
+    Quotas,
+    RouteQuotas,
+    QuotaStore,
+    QuotaRule,
+    QuotaMatch,
 }
 
 /// Every struct, for tests that go through all of them.
 #[cfg(test)]
-pub(super) const ALL: [Struct; 17] = [
+pub(super) const ALL: [Struct; 22] = [
     Struct::Root,
     Struct::Tls,
     Struct::Admin,
@@ -63,6 +69,11 @@ pub(super) const ALL: [Struct; 17] = [
     Struct::ClaimMatchValueUnion,
     Struct::Upstream,
     Struct::SessionBinding,
+    Struct::Quotas,
+    Struct::RouteQuotas,
+    Struct::QuotaStore,
+    Struct::QuotaRule,
+    Struct::QuotaMatch,
 ];
 
 /// What a key holds, as far as unknown keys are concerned.
@@ -91,6 +102,11 @@ fn child(parent: Struct, key: &str) -> Shape {
         (T::Route, "authorizerConfiguration") => S(T::AuthorizerConfiguration),
         (T::Route, "upstream") => S(T::Upstream),
         (T::Route, "sessionBinding") => S(T::SessionBinding),
+        (T::Root, "quotas") => S(T::Quotas),
+        (T::Route, "quotas") => S(T::RouteQuotas),
+        (T::Quotas, "store") => S(T::QuotaStore),
+        (T::Quotas | T::RouteQuotas, "rules") => SeqOf(T::QuotaRule),
+        (T::QuotaRule, "match") => S(T::QuotaMatch),
         (T::AuthorizerConfiguration, "customJwtAuthorizer" | "customJWTAuthorizer") => {
             S(T::CustomJwt)
         }
@@ -122,6 +138,11 @@ pub(super) fn fields(s: Struct) -> &'static [&'static str] {
         Struct::ClaimMatchValueUnion => fields_of::<ClaimMatchValueUnion>(),
         Struct::Upstream => fields_of::<UpstreamFile>(),
         Struct::SessionBinding => fields_of::<SessionBindingFile>(),
+        Struct::Quotas => fields_of::<QuotasFile>(),
+        Struct::RouteQuotas => fields_of::<RouteQuotasFile>(),
+        Struct::QuotaStore => fields_of::<QuotaStoreFile>(),
+        Struct::QuotaRule => fields_of::<QuotaRuleFile>(),
+        Struct::QuotaMatch => fields_of::<QuotaMatchFile>(),
     }
 }
 

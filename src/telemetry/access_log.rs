@@ -52,6 +52,9 @@ struct Json<'a> {
     aborted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+    /// The quota rule that refused the request (SPEC §12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttled: Option<&'a str>,
 }
 
 impl AccessLine<'_> {
@@ -78,6 +81,7 @@ impl AccessLine<'_> {
             client_address: r.conn.remote.ip().to_string(),
             aborted: self.aborted,
             error: self.error,
+            throttled: r.throttled(),
         };
         let mut line = serde_json::to_vec(&json).unwrap_or_default();
         line.push(b'\n');

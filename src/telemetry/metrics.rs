@@ -61,6 +61,17 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThrottleLabels {
+    route: String,
+    rule: String,
+}
+
+/// Quota store round trips: 100µs … 1s (a decision waits at most the store's `timeout`).
+const STORE_BUCKETS: [f64; 13] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabel {
     issuer: String,
 }
@@ -95,6 +106,11 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     spans_exported: Counter,
     spans_dropped: Family<DropLabel, Counter>,
+    throttled: Family<ThrottleLabels, Counter>,
+    /// Quota decisions the store (Redis) could not make in time; `onError` applied.
+    pub quota_store_errors: Counter,
+    /// Round trips to the quota store that answered.
+    pub quota_store_duration: Histogram,
 }
 
 fn auth_histogram() -> Histogram {
@@ -129,6 +145,9 @@ impl Metrics {
         let access_log_dropped = Counter::default();
         let spans_exported = Counter::default();
         let spans_dropped = Family::<DropLabel, Counter>::default();
+        let throttled = Family::<ThrottleLabels, Counter>::default();
+        let quota_store_errors = Counter::default();
+        let quota_store_duration = Histogram::new(STORE_BUCKETS);
         // Present from the start at 0, so rate() and alerts work before the first drop.
         for reason in SPAN_DROP_REASONS {
             let _ = spans_dropped.get_or_create(&DropLabel { reason });
@@ -193,6 +212,21 @@ impl Metrics {
             "Spans dropped: export queue full, collector refused the batch, or no answer in time",
             spans_dropped.clone(),
         );
+        registry.register(
+            "gatehouse_throttled",
+            "Requests refused with 429 by a quota rule (or authFailuresPerIp), by route and rule",
+            throttled.clone(),
+        );
+        registry.register(
+            "gatehouse_quota_store_errors",
+            "Quota decisions the shared store (Redis) did not answer in time; onError applied",
+            quota_store_errors.clone(),
+        );
+        registry.register(
+            "gatehouse_quota_store_duration_seconds",
+            "Round-trip time of quota decisions to the shared store (Redis)",
+            quota_store_duration.clone(),
+        );
         Self {
             registry,
             requests,
@@ -207,7 +241,19 @@ impl Metrics {
             access_log_dropped,
             spans_exported,
             spans_dropped,
+            throttled,
+            quota_store_errors,
+            quota_store_duration,
         }
+    }
+
+    /// The `gatehouse_throttled_total` counter of one route and rule (resolved when the
+    /// configuration is compiled).
+    pub fn throttled(&self, route: &str, rule: &str) -> Counter {
+        self.throttled.get_or_create_owned(&ThrottleLabels {
+            route: route.to_owned(),
+            rule: rule.to_owned(),
+        })
     }
 
     /// Counts spans that will never reach the collector.

@@ -89,6 +89,8 @@ pub struct RequestRecord {
     session_id: OnceLock<HeaderValue>,
     /// The `Origin` to echo in CORS response headers, when the route's policy allows it.
     cors_origin: OnceLock<(HeaderValue, Arc<crate::cors::CorsPolicy>)>,
+    /// The quota rule that refused the request.
+    throttled: OnceLock<Arc<str>>,
     upstream_status: AtomicU16,
     upstream_duration_us: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -120,6 +122,7 @@ impl RequestRecord {
             auth: OnceLock::new(),
             session_id: OnceLock::new(),
             cors_origin: OnceLock::new(),
+            throttled: OnceLock::new(),
             upstream_status: AtomicU16::new(0),
             upstream_duration_us: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
@@ -164,6 +167,12 @@ impl RequestRecord {
             Some((cut, _)) => &path[..cut],
             None => path,
         }
+    }
+    pub fn set_throttled(&self, rule: Arc<str>) {
+        let _ = self.throttled.set(rule);
+    }
+    pub fn throttled(&self) -> Option<&str> {
+        self.throttled.get().map(|r| &**r)
     }
     pub fn set_cors(&self, origin: HeaderValue, policy: Arc<crate::cors::CorsPolicy>) {
         let _ = self.cors_origin.set((origin, policy));

@@ -27,6 +27,7 @@ use super::units::DurationStr;
 
 mod authorizer;
 pub mod headers;
+mod quotas;
 mod route;
 mod syntax;
 #[cfg(test)]
@@ -147,6 +148,7 @@ pub(super) fn validate(config: &FileConfig, index: &Index, base_dir: &Path) -> R
         check_cors(&mut ctx, &root.key("cors"), cors);
     }
     route::check_routes(&mut ctx, config);
+    quotas::check(&mut ctx, config);
     ctx.report
 }
 
@@ -326,6 +328,9 @@ fn check_limits(ctx: &mut Ctx<'_>, path: &YPath, limits: &LimitsFile) {
         "10s",
     );
     // streamIdleTimeout: 0 means no idle limit.
+    if let Some(rate) = &limits.auth_failures_per_ip {
+        quotas::check_auth_failures(ctx, &path.key("authFailuresPerIp"), rate);
+    }
     if limits.max_connections == Some(0) {
         ctx.error(
             &path.key("maxConnections"),

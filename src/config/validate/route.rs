@@ -123,7 +123,7 @@ fn check_name<'c>(
 }
 
 /// `^[A-Za-z][A-Za-z0-9_-]{0,47}$`: AgentCore's runtime names, plus `-`.
-fn is_route_name(name: &str) -> bool {
+pub(super) fn is_route_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && name.len() <= 48
