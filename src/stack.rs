@@ -2,7 +2,7 @@
 //! the socket to the upstream; each layer says what it needs from the ones above it.
 //!
 //! ```text
-//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ Enrich ─▶ Forward ─▶ agent
+//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ Quota ─▶ Enrich ─▶ Forward ─▶ agent
 //!         ◀─ (error → response, decorate, log at body end) ◀──────── streaming response ◀──
 //! ```
 
@@ -23,6 +23,7 @@ use crate::forward::Forward;
 use crate::limits::RequestLimits;
 use crate::metadata::MetadataLayer;
 use crate::phase::Phase;
+use crate::quota::QuotaLayer;
 use crate::route::Routing;
 use crate::session::SessionLayer;
 use crate::telemetry::record::{RecordBody, RecordLayer};
@@ -60,6 +61,11 @@ where
         // Needs the Principal. Checks that a session id is the caller's and unwraps it (MCP),
         // or issues one bound to the caller (HTTP routes with sessionBinding).
         .layer(SessionLayer)
+        // Needs the Principal, the client address and (for `tool` keys and `match`) the MCP
+        // message, so after auth, session and MCP policy: only authorized requests use
+        // quota. Before enrich and forward: a throttled request reaches nothing. Its permits
+        // ride on the response body, released when the body ends or the client goes away.
+        .layer(QuotaLayer)
         // Needs the Principal (identity headers, baggage) and the record (ids, trace).
         .layer(Phase(Enrich))
         // Needs the enriched request; streams it to the route's upstream and back.

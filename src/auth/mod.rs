@@ -31,12 +31,15 @@ use tower::{Layer, Service};
 
 use self::cache::{CachedToken, TokenCache};
 use self::claims::Claims;
+use self::failures::FailureBudget;
 use self::jwks::{Issuer, Reason};
 use self::keys::{KeySet, Lookup};
 use self::policy::{Denial, Policy};
 use self::token::{Jws, TokenError};
 use crate::body::ProxyBody;
 use crate::error::{Challenge, ProxyError};
+use crate::quota::QuotaError;
+use crate::quota::headers::{Limit, Throttle};
 use crate::route::{Route, Target};
 use crate::telemetry::metrics::AuthOutcome;
 use crate::telemetry::record::{AuthRecord, RequestRecord};
@@ -257,6 +260,27 @@ fn lookup_error(lookup: &Lookup) -> AuthError {
     )
 }
 
+/// The 429 of an address over `limits.authFailuresPerIp`.
+fn over_failure_budget(
+    route: &Route,
+    record: &RequestRecord,
+    budget: &FailureBudget,
+    wait: std::time::Duration,
+) -> ProxyError {
+    const RULE: &str = "authFailuresPerIp";
+    route.metrics.throttled(RULE).inc();
+    let rule: Arc<str> = Arc::from(RULE);
+    record.set_throttled(rule.clone());
+    ProxyError::Quota(QuotaError::Throttled {
+        throttle: Throttle {
+            rule,
+            limit: Limit::AuthFailures(budget.rate()),
+            retry_after: wait,
+        },
+        jsonrpc: None,
+    })
+}
+
 /// Builds the challenge a failed request gets: where the route's metadata is and which
 /// scopes it wants.
 pub fn challenge(route: &Route, base_url: &str, path_used: &str) -> Challenge {
@@ -337,6 +361,15 @@ where
                 });
                 return inner.call(request).await;
             };
+            // An address over its budget of failed validations is refused before any token
+            // work: a forged-token flood costs one lookup per request, not a verification.
+            let budget = record.settings.auth_failures.as_ref();
+            let ip = record.conn.remote.ip();
+            if let Some(budget) = budget
+                && let Some(wait) = budget.blocked(ip)
+            {
+                return Err(over_failure_budget(&route, &record, budget, wait));
+            }
             let started = Instant::now();
             // Authenticated but refused principals are kept for the record: who was denied.
             let result = match authorizer.authenticate(request.headers(), &cache).await {
@@ -362,6 +395,11 @@ where
                     inner.call(request).await
                 }
                 Err((error, refused)) => {
+                    if let Some(budget) = budget
+                        && matches!(error, AuthError::Invalid(_) | AuthError::Expired)
+                    {
+                        budget.failed(ip);
+                    }
                     let cache_hit = refused.as_ref().is_some_and(|p| p.cache_hit);
                     let (client_id, sub, kid, alg) =
                         refused.map_or((None, None, None, None), |p| {

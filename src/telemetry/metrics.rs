@@ -390,6 +390,11 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// `gatehouse_throttled_total{route, rule}` of this route.
+    pub fn throttled(&self, rule: &str) -> Counter {
+        self.metrics.throttled(&self.route, rule)
+    }
+
     /// Counts one finished request.
     pub fn count_request(&self, status: u16, outcome: AuthOutcome) {
         let class = usize::from((status / 100).clamp(1, 5) - 1);
