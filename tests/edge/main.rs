@@ -18,6 +18,7 @@ mod keys;
 mod load;
 mod mcp;
 mod quotas;
+mod quotas_redis;
 mod reload;
 mod replicas;
 mod sessions;
