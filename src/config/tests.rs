@@ -50,8 +50,8 @@ fn every_unknown_key_is_reported() {
     assert_eq!(
         errors(yaml),
         [
-            "2:1: listn: unknown key (expected one of: listen, publicUrl, tls, admin, shutdownGracePeriod, trustForwardedHeaders, watchConfig, limits, jwt, telemetry, cors, routes); did you mean \"listen\"?".to_owned(),
-            "3:11: limits.request_timeout: unknown key (expected one of: maxRequestHeaderBytes, maxRequestBodyBytes, requestTimeout, streamIdleTimeout, headerReadTimeout, maxConnections); did you mean \"requestTimeout\"?".to_owned(),
+            "2:1: listn: unknown key (expected one of: listen, publicUrl, tls, admin, shutdownGracePeriod, trustForwardedHeaders, watchConfig, limits, jwt, telemetry, cors, quotas, routes); did you mean \"listen\"?".to_owned(),
+            "3:11: limits.request_timeout: unknown key (expected one of: maxRequestHeaderBytes, maxRequestBodyBytes, requestTimeout, streamIdleTimeout, headerReadTimeout, maxConnections, authFailuresPerIp); did you mean \"requestTimeout\"?".to_owned(),
             // The rules still run: without its url, the upstream has no form.
             "9:15: routes[1].upstream: needs exactly one of url, urls or agentRuntimeArn (e.g. url: http://127.0.0.1:8080)".to_owned(),
             "9:17: routes[1].upstream.uri: unknown key (expected one of: url, urls, path, agentRuntimeArn, region, qualifier, endpointUrl, connectTimeout, http2); did you mean \"url\"?".to_owned(),
@@ -206,8 +206,8 @@ fn anchors_and_merges_work_and_are_checked() {
     assert_eq!(
         errors(yaml),
         [
-            "2:1: x-defaults: unknown key (expected one of: listen, publicUrl, tls, admin, shutdownGracePeriod, trustForwardedHeaders, watchConfig, limits, jwt, telemetry, cors, routes)",
-            "4:5: routes[0].typo: unknown key (expected one of: name, protocol, path, arn, authorizerType, authorizerConfiguration, requestHeaderAllowlist, userIdClaim, claimsToHeaders, claimsToBaggage, jwt, upstream, cors, defaultResource, sessionBinding, keepAlive)",
+            "2:1: x-defaults: unknown key (expected one of: listen, publicUrl, tls, admin, shutdownGracePeriod, trustForwardedHeaders, watchConfig, limits, jwt, telemetry, cors, quotas, routes)",
+            "4:5: routes[0].typo: unknown key (expected one of: name, protocol, path, arn, authorizerType, authorizerConfiguration, requestHeaderAllowlist, userIdClaim, claimsToHeaders, claimsToBaggage, jwt, upstream, cors, defaultResource, sessionBinding, keepAlive, quotas)",
         ]
     );
 }

@@ -125,7 +125,7 @@ where
             Ok(admitted) => admitted,
             Err(refusal) => return Either::Right(Box::pin(ready(Err(refusal)))),
         };
-        let Admitted {
+        let Admission {
             permits,
             buckets,
             bucket_rules,
@@ -148,65 +148,91 @@ where
 
 /// What the local part of a decision leaves: permits held, and the Redis buckets still to ask
 /// about (with the index of each one's rule).
-struct Admitted {
-    permits: Permits,
-    buckets: Vec<Bucket>,
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub permits: Permits,
+    pub buckets: Vec<Bucket>,
     bucket_rules: Vec<usize>,
 }
 
-/// Concurrency permits and local rate buckets, rule by rule; the first refusal answers.
-fn admit_locally<B>(quotas: &RouteQuotas, request: &Request<B>) -> Result<Admitted, ProxyError> {
-    let refuse = |i, limit, wait| throttled(quotas, i, limit, wait, &Facts::of(request));
+/// The rule (by index in [`RouteQuotas::rules`]) that refused a request, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: usize,
+    pub limit: Limit,
+    pub retry_after: Duration,
+}
+
+impl RouteQuotas {
+    /// The synchronous part of a decision: concurrency permits and local rate buckets, rule
+    /// by rule; the first refusal answers. Rate rules of a Redis store are left in
+    /// [`Admission::buckets`] for one round trip.
+    pub fn admit(&self, input: &KeyInput<'_>) -> Result<Admission, Refusal> {
+        let mut admission = Admission::default();
+        let mut key = String::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.matcher.as_ref().is_some_and(|m| !m.matches(input.message)) {
+                continue;
+            }
+            if !build_key(&rule.key, input, &mut key) {
+                continue;
+            }
+            if let Some(inflight) = &rule.inflight {
+                match inflight.acquire(&key) {
+                    Some(permit) => admission.permits.push(permit),
+                    None => {
+                        return Err(Refusal {
+                            rule: i,
+                            limit: Limit::Concurrency(inflight.limit()),
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                }
+            }
+            let Some(rate) = rule.rate else { continue };
+            match (&*self.store, &rule.local) {
+                (Store::Local, Some(limiter)) => {
+                    if let Err(wait) = limiter.check(&key) {
+                        return Err(Refusal {
+                            rule: i,
+                            limit: Limit::Rate(rate),
+                            retry_after: wait,
+                        });
+                    }
+                }
+                _ => {
+                    admission.buckets.push(rule.bucket(&key));
+                    admission.bucket_rules.push(i);
+                }
+            }
+        }
+        Ok(admission)
+    }
+}
+
+/// [`RouteQuotas::admit`] for a request, its refusal already recorded and answered.
+fn admit_locally<B>(quotas: &RouteQuotas, request: &Request<B>) -> Result<Admission, ProxyError> {
     let extensions = request.extensions();
     let record = extensions.get::<Arc<RequestRecord>>();
-    let message = extensions.get::<McpMessage>();
     let ip = extensions
         .get::<ConnInfo>()
         .or(record.map(|r| &r.conn))
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.remote.ip());
-    let route = extensions.get::<Arc<Route>>();
     let input = KeyInput {
-        route: route.map_or("", |r| &r.name),
+        route: extensions.get::<Arc<Route>>().map_or("", |r| &r.name),
         principal: extensions.get::<Principal>(),
         ip,
-        message,
+        message: extensions.get::<McpMessage>(),
     };
-    let mut admitted = Admitted {
-        permits: Vec::new(),
-        buckets: Vec::new(),
-        bucket_rules: Vec::new(),
-    };
-    let mut key = String::new();
-    for (i, rule) in quotas.rules.iter().enumerate() {
-        if rule.matcher.as_ref().is_some_and(|m| !m.matches(message)) {
-            continue;
-        }
-        if !build_key(&rule.key, &input, &mut key) {
-            continue;
-        }
-        if let Some(inflight) = &rule.inflight {
-            match inflight.acquire(&key) {
-                Some(permit) => admitted.permits.push(permit),
-                None => {
-                    let limit = Limit::Concurrency(inflight.limit());
-                    return Err(refuse(i, limit, Duration::from_secs(1)));
-                }
-            }
-        }
-        let Some(rate) = rule.rate else { continue };
-        match (&*quotas.store, &rule.local) {
-            (Store::Local, Some(limiter)) => {
-                if let Err(wait) = limiter.check(&key) {
-                    return Err(refuse(i, Limit::Rate(rate), wait));
-                }
-            }
-            _ => {
-                admitted.buckets.push(rule.bucket(&key));
-                admitted.bucket_rules.push(i);
-            }
-        }
-    }
-    Ok(admitted)
+    quotas.admit(&input).map_err(|refusal| {
+        throttled(
+            quotas,
+            refusal.rule,
+            refusal.limit,
+            refusal.retry_after,
+            &Facts::of(request),
+        )
+    })
 }
 
 /// The Redis part: one round trip for every rate rule of the request.
