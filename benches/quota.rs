@@ -34,7 +34,17 @@ fn decisions(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new());
     let quotas = Quotas::compile(None, |_| Err("local only".into())).unwrap();
     let one = quotas
-        .for_route("support", false, &[rule("per-client", &["client_id"], Some("1000000000/s"), None)], &metrics)
+        .for_route(
+            "support",
+            false,
+            &[rule(
+                "per-client",
+                &["client_id"],
+                Some("1000000000/s"),
+                None,
+            )],
+            &metrics,
+        )
         .unwrap()
         .unwrap();
     let three = quotas
@@ -43,7 +53,12 @@ fn decisions(c: &mut Criterion) {
             false,
             &[
                 rule("per-client", &["client_id"], Some("1000000000/s"), None),
-                rule("per-client-route", &["client_id", "route"], Some("1000000000/s"), None),
+                rule(
+                    "per-client-route",
+                    &["client_id", "route"],
+                    Some("1000000000/s"),
+                    None,
+                ),
                 rule("in-flight", &["sub"], None, Some(1_000_000)),
             ],
             &metrics,
@@ -75,9 +90,10 @@ fn decisions(c: &mut Criterion) {
 
     let budget = FailureBudget::new(Rate::parse("20/s").unwrap());
     let ip: IpAddr = "10.1.2.3".parse().unwrap();
-    c.bench_function("authFailuresPerIp: lookup of an address in good standing", |b| {
-        b.iter(|| black_box(budget.blocked(black_box(ip))))
-    });
+    c.bench_function(
+        "authFailuresPerIp: lookup of an address in good standing",
+        |b| b.iter(|| black_box(budget.blocked(black_box(ip)))),
+    );
 }
 
 criterion_group!(benches, decisions);

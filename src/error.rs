@@ -461,14 +461,20 @@ mod tests {
         })
         .into_response();
         assert_eq!(response.headers()[RETRY_AFTER], "1");
-        assert_eq!(response.headers()["ratelimit-policy"], r#""per-client";q=25;w=1"#);
+        assert_eq!(
+            response.headers()["ratelimit-policy"],
+            r#""per-client";q=25;w=1"#
+        );
         assert_eq!(response.headers()["ratelimit"], r#""per-client";r=0;t=1"#);
         let (status, kind, www, body) = parts(ProxyError::Quota(QuotaError::Throttled {
             throttle: throttle.clone(),
             jsonrpc: None,
         }))
         .await;
-        assert_eq!((status, kind.as_str(), www), (429, "ThrottlingException", None));
+        assert_eq!(
+            (status, kind.as_str(), www),
+            (429, "ThrottlingException", None)
+        );
         assert_eq!(body, serde_json::json!({"message": "Rate exceeded."}));
 
         let id = serde_json::value::RawValue::from_string("\"a-7\"".into()).unwrap();
@@ -483,7 +489,10 @@ mod tests {
         assert_eq!(body["error"]["message"], "Rate exceeded.");
 
         let (status, kind, _, _) = parts(ProxyError::Quota(QuotaError::StoreUnavailable)).await;
-        assert_eq!((status, kind.as_str()), (503, "ServiceUnavailableException"));
+        assert_eq!(
+            (status, kind.as_str()),
+            (503, "ServiceUnavailableException")
+        );
     }
 
     #[tokio::test]

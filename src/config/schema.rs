@@ -16,9 +16,9 @@ use serde::de::{self, Visitor};
 
 use super::file::{
     AdminFile, AuthorizerConfiguration, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
-    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, RouteFile,
-    QuotaMatchFile, QuotaRuleFile, QuotaStoreFile, QuotasFile, RouteQuotasFile,
-    SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
+    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, QuotaMatchFile,
+    QuotaRuleFile, QuotaStoreFile, QuotasFile, RouteFile, RouteQuotasFile, SessionBindingFile,
+    TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
 };
 use super::locate::{Index, Kind, Node, YPath};
 

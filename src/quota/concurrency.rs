@@ -78,8 +78,7 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Entry::Occupied(mut count) = self.owner.counts.entry(std::mem::take(&mut self.key))
-        {
+        if let Entry::Occupied(mut count) = self.owner.counts.entry(std::mem::take(&mut self.key)) {
             if *count.get() <= 1 {
                 count.remove();
             } else {

@@ -84,7 +84,9 @@ impl LocalLimiter {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(limiter) = weak.upgrade() else { return };
+                let Some(limiter) = weak.upgrade() else {
+                    return;
+                };
                 limiter.sweep();
             }
         });
@@ -105,7 +107,10 @@ mod tests {
         }
         let wait = limiter.check(&a).unwrap_err();
         // One request's worth comes back every 100ms.
-        assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO, "{wait:?}");
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
         // Keys are independent.
         assert_eq!(limiter.check(&b), Ok(()));
         assert_eq!(limiter.len(), 2);

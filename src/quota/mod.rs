@@ -171,7 +171,11 @@ impl RouteQuotas {
         let mut admission = Admission::default();
         let mut key = String::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matcher.as_ref().is_some_and(|m| !m.matches(input.message)) {
+            if rule
+                .matcher
+                .as_ref()
+                .is_some_and(|m| !m.matches(input.message))
+            {
                 continue;
             }
             if !build_key(&rule.key, input, &mut key) {

@@ -137,7 +137,11 @@ impl RedisStore {
     }
 
     /// One round trip: checks and takes from every bucket, or none. Waits at most `timeout`.
-    pub async fn decide(&self, buckets: &[Bucket], timeout: Duration) -> Result<Verdict, StoreError> {
+    pub async fn decide(
+        &self,
+        buckets: &[Bucket],
+        timeout: Duration,
+    ) -> Result<Verdict, StoreError> {
         let mut manager = self.manager()?;
         let mut invocation = self.script.prepare_invoke();
         for bucket in buckets {

@@ -344,7 +344,10 @@ mod tests {
             KeyPart::Claim("absent".into()),
         ];
         assert!(build_key(&parts, &input, &mut key));
-        assert_eq!(key, "app:u%3A1:support:2001%3Adb8%3A1%3A2%3A%3A:search:t%251:3:");
+        assert_eq!(
+            key,
+            "app:u%3A1:support:2001%3Adb8%3A1%3A2%3A%3A:search:t%251:3:"
+        );
 
         // No tool: a tool-keyed rule does not apply; other rules still do.
         let list = message("tools/list", None);
@@ -364,7 +367,11 @@ mod tests {
             ip: "10.0.0.1".parse().unwrap(),
             ..input
         };
-        assert!(build_key(&[KeyPart::ClientId, KeyPart::Ip], &input, &mut key));
+        assert!(build_key(
+            &[KeyPart::ClientId, KeyPart::Ip],
+            &input,
+            &mut key
+        ));
         assert_eq!(key, ":10.0.0.1");
     }
 

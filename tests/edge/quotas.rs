@@ -38,7 +38,10 @@ async fn over_the_rate_is_429_with_headers_and_nothing_forwarded() {
     let reply = edge.invoke("support", Some(&token), "{}").await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.error_type(), Some("ThrottlingException"));
-    assert_eq!(reply.json(), serde_json::json!({"message": "Rate exceeded."}));
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"message": "Rate exceeded."})
+    );
     // One request of 2/m comes back every 30 s.
     let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     assert!((29..=30).contains(&retry), "{retry}");
@@ -51,7 +54,11 @@ async fn over_the_rate_is_429_with_headers_and_nothing_forwarded() {
         Some(format!(r#""per-client";r=0;t={retry}"#).as_str())
     );
     assert!(reply.header("www-authenticate").is_none());
-    assert_eq!(edge.agent.request_count(), 2, "the throttled request reached nothing");
+    assert_eq!(
+        edge.agent.request_count(),
+        2,
+        "the throttled request reached nothing"
+    );
 
     let lines = edge.access_lines(3).await;
     assert_eq!(lines[2]["status"], 429);
@@ -84,12 +91,20 @@ async fn only_authorized_requests_use_quota() {
     let no_scope = edge.token(|o| o.scope = Some("read".into()));
     for _ in 0..3 {
         assert_eq!(edge.invoke("support", None, "{}").await.status, 401);
-        assert_eq!(edge.invoke("support", Some(&forged), "{}").await.status, 401);
         assert_eq!(
-            edge.invoke("support", Some(&wrong_client), "{}").await.status,
+            edge.invoke("support", Some(&forged), "{}").await.status,
+            401
+        );
+        assert_eq!(
+            edge.invoke("support", Some(&wrong_client), "{}")
+                .await
+                .status,
             403
         );
-        assert_eq!(edge.invoke("support", Some(&no_scope), "{}").await.status, 403);
+        assert_eq!(
+            edge.invoke("support", Some(&no_scope), "{}").await.status,
+            403
+        );
     }
     let token = edge.valid_token();
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
@@ -111,7 +126,10 @@ async fn keys_keep_callers_apart_and_global_rules_apply_to_every_route() {
     });
     let reply = edge.invoke("support", Some(&alice_again), "{}").await;
     assert_eq!(reply.status, 429);
-    assert_eq!(reply.header("ratelimit-policy"), Some(r#""per-sub";q=1;w=60"#));
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some(r#""per-sub";q=1;w=60"#)
+    );
     assert_eq!(edge.invoke("support", Some(&bob), "{}").await.status, 429);
 }
 
@@ -153,7 +171,10 @@ async fn concurrency_is_released_when_the_body_ends_and_when_the_client_goes_awa
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 
     // A stream in flight holds the one slot.
-    let streaming = client.request(stream_request(&edge, &token, 3)).await.unwrap();
+    let streaming = client
+        .request(stream_request(&edge, &token, 3))
+        .await
+        .unwrap();
     assert_eq!(streaming.status(), 200);
     let second = edge.invoke("support", Some(&token), "{}").await;
     assert_eq!(second.status, 429);
@@ -172,7 +193,10 @@ async fn concurrency_is_released_when_the_body_ends_and_when_the_client_goes_awa
     );
 
     // A client that goes away mid-stream gives it back too.
-    let abandoned = client.request(stream_request(&edge, &token, 1000)).await.unwrap();
+    let abandoned = client
+        .request(stream_request(&edge, &token, 1000))
+        .await
+        .unwrap();
     let mut body = abandoned.into_body();
     body.frame().await.unwrap().unwrap();
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 429);
@@ -317,16 +341,32 @@ async fn tool_keys_and_match_follow_the_mcp_message() {
     let token = edge.valid_token();
 
     // One call per tool per minute: each tool has its own bucket.
-    assert_eq!(call_tool(&edge, &token, "tools/call", Some("weather"), "1").await.status, 200);
-    assert_eq!(call_tool(&edge, &token, "tools/call", Some("clock"), "2").await.status, 200);
+    assert_eq!(
+        call_tool(&edge, &token, "tools/call", Some("weather"), "1")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call_tool(&edge, &token, "tools/call", Some("clock"), "2")
+            .await
+            .status,
+        200
+    );
     let reply = call_tool(&edge, &token, "tools/call", Some("weather"), r#""w-3""#).await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.error_type(), Some("ThrottlingException"));
     let body = reply.json();
     assert_eq!(body["jsonrpc"], "2.0");
-    assert_eq!(body["id"], "w-3", "the JSON-RPC error carries the request's id");
+    assert_eq!(
+        body["id"], "w-3",
+        "the JSON-RPC error carries the request's id"
+    );
     assert_eq!(body["error"]["message"], "Rate exceeded.");
-    assert_eq!(reply.header("ratelimit-policy"), Some(r#""per-tool";q=1;w=60"#));
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some(r#""per-tool";q=1;w=60"#)
+    );
 
     // Methods without a tool are not counted by the tool rule, nor by the search match.
     for id in 4..8 {
@@ -334,11 +374,24 @@ async fn tool_keys_and_match_follow_the_mcp_message() {
         assert_eq!(reply.status, 200);
     }
     // search_* calls count in both rules; the match rule (2/m) refuses the third.
-    assert_eq!(call_tool(&edge, &token, "tools/call", Some("search_a"), "8").await.status, 200);
-    assert_eq!(call_tool(&edge, &token, "tools/call", Some("search_b"), "9").await.status, 200);
+    assert_eq!(
+        call_tool(&edge, &token, "tools/call", Some("search_a"), "8")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call_tool(&edge, &token, "tools/call", Some("search_b"), "9")
+            .await
+            .status,
+        200
+    );
     let reply = call_tool(&edge, &token, "tools/call", Some("search_c"), "10").await;
     assert_eq!(reply.status, 429);
-    assert_eq!(reply.header("ratelimit-policy"), Some(r#""search";q=2;w=60"#));
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some(r#""search";q=2;w=60"#)
+    );
 }
 
 #[tokio::test]

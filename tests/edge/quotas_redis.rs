@@ -64,7 +64,10 @@ impl RedisServer {
         let server = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.pings() {
-            assert!(Instant::now() < deadline, "redis-server did not start on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         server
@@ -131,11 +134,18 @@ async fn replicas_with_one_redis_share_one_limit() {
     for edge in [&a, &b] {
         let reply = edge.invoke("support", Some(&token), "{}").await;
         assert_eq!(reply.status, 429);
-        assert_eq!(reply.header("ratelimit-policy"), Some(r#""per-client";q=3;w=60"#));
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some(r#""per-client";q=3;w=60"#)
+        );
         let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=20).contains(&retry), "{retry}");
     }
-    assert_eq!(a.agent.request_count(), 3, "throttled requests reached nothing");
+    assert_eq!(
+        a.agent.request_count(),
+        3,
+        "throttled requests reached nothing"
+    );
     assert!(metric(&a, "gatehouse_quota_store_duration_seconds_count").await >= 3.0);
     assert_eq!(metric(&a, "gatehouse_quota_store_errors_total").await, 0.0);
 }
@@ -159,7 +169,10 @@ async fn redis_down_fails_open_and_decisions_resume_when_it_is_back() {
         let started = Instant::now();
         let reply = edge.invoke("support", Some(&token), "{}").await;
         assert_eq!(reply.status, 200, "fail open while Redis is down");
-        assert!(started.elapsed() < Duration::from_secs(3), "never hangs on Redis");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "never hangs on Redis"
+        );
     }
     assert!(metric(&edge, "gatehouse_quota_store_errors_total").await >= 5.0);
 
@@ -168,7 +181,11 @@ async fn redis_down_fails_open_and_decisions_resume_when_it_is_back() {
     let mut statuses = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        let status = edge.invoke("support", Some(&token), "{}").await.status.as_u16();
+        let status = edge
+            .invoke("support", Some(&token), "{}")
+            .await
+            .status
+            .as_u16();
         statuses.push(status);
         if status == 429 {
             break;
@@ -231,7 +248,10 @@ async fn a_redis_that_never_answers_costs_at_most_the_timeout() {
         }
         assert!(metric(&edge, "gatehouse_quota_store_errors_total").await >= 3.0);
     }
-    assert!(accepted.load(Ordering::Relaxed) >= 1, "the edge did connect");
+    assert!(
+        accepted.load(Ordering::Relaxed) >= 1,
+        "the edge did connect"
+    );
 }
 
 /// Two `gatehouse` processes, one Redis, one 50/s limit: together they admit 50/s (± 10%)
@@ -266,15 +286,15 @@ async fn two_processes_admit_the_shared_rate_between_them() {
     for addr in [a.addr.clone(), b.addr.clone()] {
         for _ in 0..4 {
             let (addr, token) = (addr.clone(), token.clone());
-            let (admitted, throttled, other) =
-                (admitted.clone(), throttled.clone(), other.clone());
+            let (admitted, throttled, other) = (admitted.clone(), throttled.clone(), other.clone());
             tasks.push(tokio::spawn(async move {
                 let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
                 while started.elapsed() < run_for {
-                    let request = Request::post(format!("http://{addr}/runtimes/support/invocations"))
-                        .header("authorization", format!("Bearer {token}"))
-                        .body(Full::new(Bytes::from_static(b"{}")))
-                        .unwrap();
+                    let request =
+                        Request::post(format!("http://{addr}/runtimes/support/invocations"))
+                            .header("authorization", format!("Bearer {token}"))
+                            .body(Full::new(Bytes::from_static(b"{}")))
+                            .unwrap();
                     let Ok(response) = client.request(request).await else {
                         other.fetch_add(1, Ordering::Relaxed);
                         continue;

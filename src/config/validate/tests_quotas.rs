@@ -21,7 +21,8 @@ fn a_full_quota_block_loads() {
             - { name: per-tool, key: tool, rate: 5/m, match: { method: tools/call, name: \"s_*\" } }
             - { name: in-flight, key: [ip], concurrency: 3 }
     ";
-    let route = "    quotas:\n      rules:\n        - { name: per-route, key: [route], rate: 100/h }\n";
+    let route =
+        "    quotas:\n      rules:\n        - { name: per-route, key: [route], rate: 100/h }\n";
     assert_eq!(errors(&config(top, route)), Vec::<String>::new());
 }
 
@@ -47,7 +48,10 @@ fn store() {
         ]
     );
     assert_eq!(
-        errors(&config("quotas: { store: { type: local, timeout: 5s } }\n", "")),
+        errors(&config(
+            "quotas: { store: { type: local, timeout: 5s } }\n",
+            ""
+        )),
         ["2:33: quotas.store.timeout: only applies to type: redis: remove it, or set type: redis"]
     );
 }
@@ -104,6 +108,8 @@ fn route_rules() {
 fn auth_failures_per_ip() {
     assert_eq!(
         errors(&config("limits: { authFailuresPerIp: lots }\n", "")),
-        ["2:30: limits.authFailuresPerIp: rate \"lots\" has no unit: write it like \"25/s\", \"400/m\" or \"1000/h\""]
+        [
+            "2:30: limits.authFailuresPerIp: rate \"lots\" has no unit: write it like \"25/s\", \"400/m\" or \"1000/h\""
+        ]
     );
 }
