@@ -48,6 +48,8 @@ pub struct Plan {
     pub stop: Stop,
     /// Requests per second over all connections; `None`: closed loop.
     pub rate: Option<f64>,
+    /// Local address to connect from; `None`: the system's choice.
+    pub source: Option<std::net::IpAddr>,
     /// Per request, headers and body.
     pub timeout: Duration,
 }
@@ -181,7 +183,7 @@ pub async fn run(plan: Plan, on_start: impl FnOnce(Progress)) -> Result<Outcome,
         return Err("--connections must be at least 1".into());
     }
     // The first connection is made before the clock starts, so a wrong URL fails fast.
-    let first = connect(&plan.url)
+    let first = connect(&plan.url, plan.source)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", plan.url))?;
     let start = Instant::now();
@@ -280,7 +282,7 @@ async fn worker(
         };
         let sender = match conn.as_mut() {
             Some(sender) if !sender.is_closed() => sender,
-            _ => match connect(&plan.url).await {
+            _ => match connect(&plan.url, plan.source).await {
                 Ok(sender) => conn.insert(sender),
                 Err(_) => {
                     tally.errors.connect += 1;
@@ -400,14 +402,33 @@ fn server_timing(headers: &HeaderMap, tally: &mut Tally) {
 }
 
 /// One HTTP/1.1 connection (TLS for https URLs), driven by its own task.
-async fn connect(url: &Uri) -> Result<Sender, String> {
+async fn connect(url: &Uri, source: Option<std::net::IpAddr>) -> Result<Sender, String> {
     let host = url.host().ok_or("no host")?;
     let https = url.scheme() == Some(&http::uri::Scheme::HTTPS);
     let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| e.to_string())?;
+    let tcp = match source {
+        None => TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?,
+        Some(source) => {
+            let target = tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| e.to_string())?
+                .find(|a| a.is_ipv4() == source.is_ipv4())
+                .ok_or_else(|| format!("{host} has no address of {source}'s family"))?;
+            let socket = if source.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(|e| e.to_string())?;
+            socket
+                .bind(std::net::SocketAddr::new(source, 0))
+                .map_err(|e| format!("cannot connect from {source}: {e}"))?;
+            socket.connect(target).await.map_err(|e| e.to_string())?
+        }
+    };
     let _ = tcp.set_nodelay(true);
     if https {
         let name = rustls_pki_types::ServerName::try_from(host.to_owned())

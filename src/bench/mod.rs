@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Local address to connect from (e.g. 127.0.0.2), to look like another client to
+    /// per-address limits.
+    #[arg(long)]
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// Runs the command: parse, load, print.
@@ -228,6 +232,7 @@ pub fn plan(args: &BenchArgs) -> Result<Plan, String> {
         stop,
         rate: args.rate,
         timeout,
+        source: args.source_address,
     })
 }
 
