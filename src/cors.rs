@@ -23,9 +23,9 @@ use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
-use crate::telemetry::record::RequestRecord;
 
 /// Request headers a browser may always send.
 const DEFAULT_ALLOWED: [&str; 13] = [

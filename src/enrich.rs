@@ -19,10 +19,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::auth::Principal;
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::phase::Check;
 use crate::route::{Protocol, Route};
-use crate::telemetry::record::RequestRecord;
 
 pub static SESSION_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");

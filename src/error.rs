@@ -18,32 +18,22 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
-use crate::auth::AuthError;
+use crate::auth::challenge::Challenge;
 use crate::auth::policy::Denial;
+use crate::auth::{AuthError, AuthOutcome};
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
 use crate::route::Protocol;
-use crate::telemetry::metrics::AuthOutcome;
 
 pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 
 /// Seconds a client should wait before retrying while the issuer's keys are unavailable.
 const RETRY_AFTER_SECONDS: &str = "5";
-
-/// What a `WWW-Authenticate` challenge for one route says.
-#[derive(Debug, Clone)]
-pub struct Challenge {
-    /// Absolute URL of the protected resource metadata (RFC 9728).
-    pub resource_metadata: String,
-    /// The advertised scopes, space-separated, when the route requires scopes.
-    pub scope: Option<Arc<str>>,
-}
 
 /// Every way the edge itself can answer a request with an error.
 #[derive(Debug)]
@@ -290,6 +280,7 @@ fn json_error(
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use std::sync::Arc;
 
     fn challenge(scope: Option<&str>) -> Box<Challenge> {
         Box::new(Challenge {

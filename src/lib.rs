@@ -28,6 +28,7 @@ pub mod auth;
 pub mod bench;
 pub mod body;
 pub mod config;
+pub mod context;
 pub mod cors;
 pub mod dev;
 pub mod enrich;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request};
 
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::phase::Check;
-use crate::telemetry::record::RequestRecord;
 
 /// Bytes the header section occupies on the wire (name, `: `, value, CRLF per field).
 pub fn header_bytes(headers: &HeaderMap) -> u64 {

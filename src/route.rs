@@ -16,6 +16,8 @@ use http::Request;
 use percent_encoding::percent_decode_str;
 
 use crate::auth::Authorizer;
+use crate::auth::challenge::PRM_SUFFIX;
+use crate::context::RequestRecord;
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::error::ProxyError;
@@ -23,10 +25,6 @@ use crate::forward::Upstream;
 use crate::phase::Check;
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::RouteMetrics;
-use crate::telemetry::record::RequestRecord;
-
-/// The well-known suffix of RFC 9728.
-pub const PRM_SUFFIX: &str = "/.well-known/oauth-protected-resource";
 
 /// AgentCore `serverProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

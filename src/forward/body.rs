@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
-use crate::telemetry::record::RequestRecord;
+use crate::context::RequestRecord;
 
 /// The request body exceeded `maxRequestBodyBytes` while streaming.
 #[derive(Debug, Clone, Copy)]

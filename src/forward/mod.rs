@@ -49,9 +49,9 @@ use self::body::{BodyTooLarge, ClientBodyError, RequestBody};
 use self::reclaim::{Prefixed, Reclaimable};
 use self::sigv4::{AgentCoreSigner, Payload, SIGNED_PAYLOAD_LIMIT};
 use crate::body::{BoxError, ProxyBody};
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
-use crate::telemetry::record::RequestRecord;
 
 /// Why the upstream exchange failed before a response arrived.
 #[derive(Debug, Clone)]

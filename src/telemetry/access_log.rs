@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::metrics::{AuthOutcome, Metrics};
-use super::record::RequestRecord;
+use super::metrics::Metrics;
+use crate::auth::AuthOutcome;
+use crate::context::RequestRecord;
 
 /// Lines waiting for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 16 * 1024;

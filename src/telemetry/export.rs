@@ -32,9 +32,9 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
-use super::record::RequestRecord;
 use super::spans::{Builder, Finished, SpanCapture};
 use crate::config::file::OtlpFile;
+use crate::context::RequestRecord;
 
 /// `telemetry.otlp.protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +306,7 @@ impl Item {
             Self::Request(record, done) => {
                 let auth = record
                     .auth()
-                    .is_some_and(|a| a.outcome != super::metrics::AuthOutcome::None);
+                    .is_some_and(|a| a.outcome != crate::auth::AuthOutcome::None);
                 let fetch = record.capture().is_some_and(SpanCapture::fetched);
                 let upstream = record.upstream_status().is_some()
                     || matches!(

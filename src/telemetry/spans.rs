@@ -34,11 +34,12 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use rand::RngCore;
 
 use super::export::{ExporterSource, OtlpConfig, QueueConfig, SpanQueue};
-use super::metrics::{AuthOutcome, Metrics};
-use super::record::RequestRecord;
+use super::metrics::Metrics;
 use super::trace::Sampler;
+use crate::auth::AuthOutcome;
 use crate::auth::jwks::Reason;
 use crate::config::file::TelemetryFile;
+use crate::context::RequestRecord;
 use crate::route::Protocol;
 
 /// The per-configuration tracing settings (reloadable), held by [`crate::settings::Settings`].
