@@ -44,8 +44,8 @@ use tower::{Layer, Service};
 use hyper::body::Incoming;
 
 use self::balance::Balancer;
+use self::body::RequestBody;
 pub use self::body::UpstreamBody;
-use self::body::{BodyTooLarge, ClientBodyError, RequestBody};
 use self::reclaim::{Prefixed, Reclaimable};
 use self::sigv4::{AgentCoreSigner, Payload, SIGNED_PAYLOAD_LIMIT};
 use crate::body::{BoxError, ProxyBody};
@@ -382,20 +382,11 @@ impl Upstream {
             }
             Ok(Err(SendError::Edge(error))) => return Err(error),
             Ok(Err(SendError::Client(error))) => {
-                if let Some(limit) = find_cause::<BodyTooLarge>(&error) {
-                    return Err(ProxyError::BodyTooLarge { limit: limit.0 });
+                let error = ProxyError::from_upstream(&error);
+                if let ProxyError::Upstream(UpstreamError::Unreachable(chain)) = &error {
+                    tracing::debug!(route = %route.name, error = %chain, "upstream request failed");
                 }
-                if find_cause::<ClientBodyError>(&error).is_some() {
-                    // Malformed chunking or a client that went away mid-body: a 400 for the
-                    // client (and the logs), not a 502 that blames the agent.
-                    return Err(ProxyError::BadRequest(
-                        "The request body could not be read.".into(),
-                    ));
-                }
-                tracing::debug!(route = %route.name, error = %error_chain(&error), "upstream request failed");
-                return Err(ProxyError::Upstream(UpstreamError::Unreachable(
-                    error_chain(&error),
-                )));
+                return Err(error);
             }
             Ok(Ok(response)) => response,
         };
@@ -457,7 +448,7 @@ impl Upstream {
                 Ok(response) => return Ok((response, index)),
                 Err(error) if error.is_connect() => {
                     balancer.mark_down(index);
-                    tracing::warn!(route = %route.name, replica = %replica.authority, error = %error_chain(&error), "replica refused the connection; marked down");
+                    tracing::warn!(route = %route.name, replica = %replica.authority, error = %crate::error::error_chain(&error), "replica refused the connection; marked down");
                     // The body never left if hyper did not take it out of the slot.
                     let untouched = slot.lock().map(|b| b.is_some()).unwrap_or(false);
                     if !untouched {
@@ -616,14 +607,8 @@ where
                     buffered.extend_from_slice(&data);
                 }
             }
-            Some(Err(error)) => {
-                if let Some(limit) = find_cause::<BodyTooLarge>(&*error) {
-                    return Err(SendError::Edge(ProxyError::BodyTooLarge { limit: limit.0 }));
-                }
-                return Err(SendError::Edge(ProxyError::BadRequest(
-                    "The request body could not be read.".into(),
-                )));
-            }
+            // The client's body failed: over the limit (413) or unreadable (400).
+            Some(Err(error)) => return Err(SendError::Edge(ProxyError::from_upstream(&*error))),
         }
     }
     Ok((buffered.freeze(), Some(body)))
@@ -653,30 +638,6 @@ fn session_key(headers: &HeaderMap) -> Option<HeaderValue> {
         .get(&crate::enrich::MCP_SESSION_HEADER)
         .or_else(|| headers.get(&crate::enrich::SESSION_HEADER))
         .cloned()
-}
-
-fn find_cause<'a, E: std::error::Error + 'static>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those `Connection` names.

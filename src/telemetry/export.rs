@@ -309,10 +309,9 @@ impl Item {
                     .is_some_and(|a| a.outcome != crate::auth::AuthOutcome::None);
                 let fetch = record.capture().is_some_and(SpanCapture::fetched);
                 let upstream = record.upstream_status().is_some()
-                    || matches!(
-                        done.error,
-                        Some("upstream_timeout" | "upstream_unreachable")
-                    );
+                    || done
+                        .error
+                        .is_some_and(crate::error::ErrorReason::upstream_failed);
                 1 + u64::from(auth) + u64::from(fetch && auth) + u64::from(upstream)
             }
         }

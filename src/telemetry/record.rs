@@ -24,7 +24,7 @@ use crate::app::App;
 use crate::auth::AuthOutcome;
 use crate::body::{BoxError, ProxyBody};
 use crate::context::{AuthRecord, ConnInfo, RequestRecord};
-use crate::error::ProxyError;
+use crate::error::{ErrorReason, ProxyError};
 
 /// The outermost layer (see the module docs).
 #[derive(Clone, Debug)]
@@ -179,7 +179,7 @@ struct Finish {
     app: Arc<App>,
     record: Arc<RequestRecord>,
     status: u16,
-    error: Option<&'static str>,
+    error: Option<ErrorReason>,
     streaming: bool,
     bytes_out: u64,
 }
@@ -271,7 +271,7 @@ impl Body for RecordBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(mut finish) = this.finish.take() {
-                    finish.error = Some(finish.error.unwrap_or("stream_error"));
+                    finish.error = Some(finish.error.unwrap_or(ErrorReason::StreamError));
                     finish.done(true);
                 }
             }
