@@ -52,6 +52,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
+use crate::session::{MCP_SESSION_HEADER, affinity_key};
 
 /// Why the upstream exchange failed before a response arrived.
 #[derive(Debug, Clone)]
@@ -348,7 +349,7 @@ impl Upstream {
         } else if let Some(balancer) = &self.balancer {
             let placing = route.protocol == Protocol::Mcp
                 && parts.method == http::Method::POST
-                && session_key(&parts.headers).is_none();
+                && affinity_key(&parts.headers).is_none();
             let sending = Box::pin(async {
                 let sent = if placing {
                     self.send_placing(balancer, route, &parts, body).await
@@ -393,12 +394,7 @@ impl Upstream {
         record.set_upstream(response.status().as_u16(), started.elapsed());
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if route.protocol == Protocol::Mcp
-            && record.session_id().is_none()
-            && let Some(id) = parts.headers.get(&crate::enrich::MCP_SESSION_HEADER)
-        {
-            record.set_session_id(id.clone());
-        }
+        crate::session::record_upstream_id(route.protocol, &record, &parts.headers);
         let mut body = UpstreamBody::new(body, self.stream_idle_timeout);
         if is_event_stream(&parts.headers) {
             // Reverse proxies in front of the edge (nginx) must not buffer the stream either.
@@ -426,7 +422,7 @@ impl Upstream {
     where
         R: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
     {
-        let session = session_key(&parts.headers);
+        let session = affinity_key(&parts.headers);
         let mut tried: Vec<usize> = Vec::new();
         let slot = Arc::new(Mutex::new(Some(body)));
         loop {
@@ -493,7 +489,7 @@ impl Upstream {
                 .map_err(|never| match never {})
                 .boxed_unsync();
             let (response, index) = self.send_balanced(balancer, route, parts, full).await?;
-            let Some(id) = response.headers().get(&crate::enrich::MCP_SESSION_HEADER) else {
+            let Some(id) = response.headers().get(&MCP_SESSION_HEADER) else {
                 return Ok((response, index));
             };
             if balancer.pick(Some(id.as_bytes()), &[]) == Some(index) {
@@ -538,7 +534,7 @@ impl Upstream {
                 headers.append(name.clone(), value.clone());
             }
         }
-        headers.insert(crate::enrich::MCP_SESSION_HEADER.clone(), id);
+        headers.insert(MCP_SESSION_HEADER.clone(), id);
         let client = self.client.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await;
@@ -629,15 +625,6 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
             .get(..17)
             .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
     })
-}
-
-/// The session a request belongs to, for replica affinity: `Mcp-Session-Id`, else the
-/// runtime session id (which HTTP routes always carry after the enrich phase).
-fn session_key(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers
-        .get(&crate::enrich::MCP_SESSION_HEADER)
-        .or_else(|| headers.get(&crate::enrich::SESSION_HEADER))
-        .cloned()
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those `Connection` names.

@@ -140,11 +140,7 @@ where
 fn decorate(response: &mut Response<ProxyBody>, record: &RequestRecord) {
     let headers = response.headers_mut();
     headers.insert(X_AMZN_REQUESTID.clone(), record.request_id.clone());
-    if let (Some(route), Some(session)) = (record.route(), record.session_header())
-        && route.protocol == crate::route::Protocol::Http
-    {
-        headers.insert(crate::enrich::SESSION_HEADER.clone(), session.clone());
-    }
+    crate::session::echo(record, headers);
     if let Some((origin, policy)) = record.cors() {
         policy.decorate(headers, origin);
     }
