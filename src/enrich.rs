@@ -150,7 +150,7 @@ impl HeaderPolicy {
         record: &RequestRecord,
     ) -> Result<HeaderMap, ProxyError> {
         let mut out = HeaderMap::with_capacity(client.len() + 8);
-        let named_by_connection = connection_tokens(client);
+        let named_by_connection = crate::hop::connection_tokens(client);
         for (name, value) in client {
             if self.forwards(name) && !named_by_connection.contains(name) {
                 out.append(name.clone(), value.clone());
@@ -286,17 +286,6 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Header names listed in `Connection` (hop-by-hop by declaration).
-fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
-        .collect()
-}
-
 /// Rewrites the request's headers for the upstream.
 #[derive(Clone, Debug, Default)]
 pub struct Enrich;
@@ -334,13 +323,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn connection_named_headers() {
-        let h = headers(&[("connection", "keep-alive, X-Custom"), ("x-custom", "1")]);
-        let tokens = connection_tokens(&h);
-        assert!(tokens.contains(&HeaderName::from_static("x-custom")));
     }
 
     #[test]

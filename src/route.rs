@@ -21,10 +21,10 @@ use crate::context::RequestRecord;
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::error::ProxyError;
-use crate::forward::Upstream;
 use crate::phase::Check;
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::RouteMetrics;
+use crate::upstream::Upstream;
 
 /// AgentCore `serverProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,11 +24,12 @@ use crate::config::file::{
 };
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
+use crate::forward::UpstreamClients;
 use crate::forward::sigv4::{self, AgentCoreSigner, CredentialCache};
-use crate::forward::{Upstream, UpstreamClients, UpstreamLimits};
 use crate::route::{Protocol, Route, RouteTable};
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::{Upstream, UpstreamLimits};
 
 /// Browsers may cache a preflight answer this long (gatehouse's own default).
 pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);

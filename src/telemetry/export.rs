@@ -210,7 +210,7 @@ impl OtlpConfig {
             }
             Protocol::HttpProtobuf => {
                 let client = opentelemetry_http::hyper::HyperClient::new(
-                    https_connector(),
+                    crate::tls::https_connector(Duration::from_secs(5), true),
                     self.timeout,
                     None,
                 );
@@ -237,20 +237,6 @@ fn signal_url(base: &str, protocol: Protocol) -> String {
         }
         Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
     }
-}
-
-/// HTTP and HTTPS for the HTTP/protobuf exporter, with the edge's rustls settings.
-fn https_connector()
--> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*crate::tls::client_config()).clone())
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http)
 }
 
 /// [`SpanExporter`] is not object-safe (its `export` returns `impl Future`); this is.
