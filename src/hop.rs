@@ -6,7 +6,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 /// The hop-by-hop headers a proxy removes, lowercase.
-pub const HOP_BY_HOP: [&str; 9] = [
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -19,7 +19,7 @@ pub const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Whether a header name (any case) is hop-by-hop: on the list, or of the `Proxy-*` family.
-pub fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
         || name
             .get(..6)
@@ -27,7 +27,7 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Header names listed in `Connection` (hop-by-hop by declaration).
-pub fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -38,7 +38,7 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// Removes the hop-by-hop headers and those `Connection` names.
-pub fn strip(headers: &mut HeaderMap) {
+pub(crate) fn strip(headers: &mut HeaderMap) {
     for name in connection_tokens(headers) {
         headers.remove(name);
     }

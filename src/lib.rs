@@ -22,28 +22,28 @@
 //! [`bench`] is `gatehouse bench`, the load generator.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;
-pub mod body;
+mod body;
 pub mod config;
-pub mod context;
-pub mod cors;
+mod context;
+mod cors;
 pub mod dev;
 pub mod enrich;
 pub mod error;
 pub mod forward;
-pub mod hop;
-pub mod limits;
+mod hop;
+mod limits;
 pub mod mcp;
-pub mod metadata;
-pub mod phase;
-pub mod route;
+mod metadata;
+mod phase;
+mod route;
 pub mod server;
 pub mod session;
-pub mod settings;
+mod settings;
 pub mod stack;
 pub mod telemetry;
-pub mod tls;
-pub mod upstream;
+mod tls;
+mod upstream;

@@ -26,7 +26,7 @@ use crate::route::{Route, Target};
 
 /// Answers metadata requests; everything else goes on.
 #[derive(Clone, Debug, Default)]
-pub struct MetadataLayer;
+pub(crate) struct MetadataLayer;
 
 impl<S> Layer<S> for MetadataLayer {
     type Service = Metadata<S>;
@@ -37,7 +37,7 @@ impl<S> Layer<S> for MetadataLayer {
 
 /// See [`MetadataLayer`].
 #[derive(Clone, Debug)]
-pub struct Metadata<S> {
+pub(crate) struct Metadata<S> {
     inner: S,
 }
 

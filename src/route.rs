@@ -157,7 +157,7 @@ impl RouteTable {
 /// Resolves the route before anything else: every later phase is per route. Puts
 /// `Arc<Route>` and [`Target`] in the request extensions.
 #[derive(Clone, Debug, Default)]
-pub struct Routing;
+pub(crate) struct Routing;
 
 impl Check for Routing {
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {

@@ -126,27 +126,6 @@ pub struct UpstreamLimits {
 }
 
 impl Upstream {
-    /// `url` plus `path` (default by protocol).
-    pub fn new(
-        url: &Uri,
-        path: &str,
-        client: UpstreamClient,
-        request_timeout: Duration,
-        stream_idle_timeout: Duration,
-        max_body_bytes: u64,
-    ) -> Result<Self, String> {
-        Self::replicas(
-            std::slice::from_ref(url),
-            path,
-            client,
-            UpstreamLimits {
-                request_timeout,
-                stream_idle_timeout,
-                max_body_bytes,
-            },
-        )
-    }
-
     /// Several replicas of one agent (`urls`), each plus `path`.
     pub fn replicas(
         urls: &[Uri],

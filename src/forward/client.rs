@@ -18,9 +18,9 @@ use crate::body::BoxError;
 pub(crate) type OutboundBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Idle pooled connections are closed after this (see `build_client`).
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// The pooled client toward upstreams (HTTP/1.1, or h2c/h2 when configured).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 
 /// Connection pools shared by every route with the same connect settings, and kept across
 /// reloads so that a reload does not drop warm connections.

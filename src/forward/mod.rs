@@ -10,10 +10,10 @@
 //! replica ([`reclaim`]), and a new MCP session is created on the replica its id hashes to; and
 //! an `agentRuntimeArn`, signed with SigV4 ([`sigv4`]).
 
-pub mod balance;
-pub mod body;
-pub mod client;
-pub mod reclaim;
+pub(crate) mod balance;
+pub(crate) mod body;
+pub(crate) mod client;
+mod reclaim;
 mod send;
 pub mod sigv4;
 
@@ -27,10 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
-pub use self::body::UpstreamBody;
-pub use self::client::UpstreamClients;
+pub(crate) use self::body::UpstreamBody;
+pub(crate) use self::client::UpstreamClients;
 use crate::body::{BoxError, ProxyBody};
 use crate::context::RequestRecord;
 use crate::error::ProxyError;
@@ -58,17 +58,6 @@ impl fmt::Display for UpstreamError {
 }
 
 /// The innermost service: sends the request to the route's upstream.
-#[derive(Clone, Debug, Default)]
-pub struct ForwardLayer;
-
-impl<S> Layer<S> for ForwardLayer {
-    type Service = Forward;
-    fn layer(&self, _: S) -> Forward {
-        Forward
-    }
-}
-
-/// See [`ForwardLayer`].
 #[derive(Clone, Debug, Default)]
 pub struct Forward;
 
