@@ -46,10 +46,10 @@ use self::redis::{Bucket, Verdict};
 use self::rules::{KeyInput, build_key};
 use crate::auth::Principal;
 use crate::body::ProxyBody;
+use crate::context::{ConnInfo, RequestRecord};
 use crate::error::ProxyError;
 use crate::mcp::McpMessage;
 use crate::route::{Protocol, Route};
-use crate::telemetry::record::{ConnInfo, RequestRecord};
 
 pub use policy::Quotas;
 
@@ -65,16 +65,6 @@ pub enum QuotaError {
     },
     /// The shared store did not answer in time and `onError: deny`: 503.
     StoreUnavailable,
-}
-
-impl QuotaError {
-    /// Short, stable reason for logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Throttled { .. } => "throttled",
-            Self::StoreUnavailable => "quota_store_unavailable",
-        }
-    }
 }
 
 /// Applies the route's quota rules (see the module docs).

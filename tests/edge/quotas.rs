@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use gatehouse::dev::{Alg, SigningKey};
 use gatehouse::mcp::McpMessage;
-use gatehouse::telemetry::record::ConnInfo;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -318,7 +317,6 @@ async fn call_tool(edge: &Edge, token: &str, method: &str, name: Option<&str>, i
         .header("accept", "application/json, text/event-stream")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    request.extensions_mut().insert(ConnInfo::default());
     request.extensions_mut().insert(McpMessage {
         method: Some(method.into()),
         name: name.map(Into::into),

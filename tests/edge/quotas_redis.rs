@@ -119,9 +119,11 @@ async fn metric(edge: &Edge, name: &str) -> f64 {
 #[tokio::test]
 async fn replicas_with_one_redis_share_one_limit() {
     let redis = RedisServer::start();
+    // A generous timeout: on a loaded machine a slow answer would fail open and look like a
+    // shared limit not enforced; timeouts have their own tests.
     let top = redis_top(
         &redis.url(),
-        "",
+        ", timeout: 2s",
         "    - { name: per-client, key: [client_id], rate: 3/m }\n",
     );
     let a = Edge::start(&top, SUPPORT_ROUTE).await;
