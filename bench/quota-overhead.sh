@@ -19,8 +19,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install -y redis-server)" >&2; exit 1; }
 
-(cd "$here" && cargo build --release --quiet)
-bin=$here/target/release/gatehouse
+# GATEHOUSE_BIN: measure that binary instead of building this tree's.
+if [ -z "${GATEHOUSE_BIN:-}" ]; then (cd "$here" && cargo build --release --quiet); fi
+bin=${GATEHOUSE_BIN:-$here/target/release/gatehouse}
 
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 taskset -c 1 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no > "$work/redis.log" 2>&1 &

@@ -157,7 +157,7 @@ async fn redis_down_fails_open_and_decisions_resume_when_it_is_back() {
     let redis = RedisServer::start();
     let top = redis_top(
         &redis.url(),
-        ", timeout: 100ms, onError: allow",
+        ", timeout: 1s, onError: allow",
         "    - { name: per-client, key: [client_id], rate: 2/m }\n",
     );
     let edge = Edge::start(&top, SUPPORT_ROUTE).await;
@@ -202,7 +202,7 @@ async fn redis_down_with_on_error_deny_is_503() {
     let redis = RedisServer::start();
     let top = redis_top(
         &redis.url(),
-        ", timeout: 100ms, onError: deny",
+        ", timeout: 1s, onError: deny",
         "    - { name: per-client, key: [client_id], rate: 100/s }\n",
     );
     let edge = Edge::start(&top, SUPPORT_ROUTE).await;
@@ -267,7 +267,7 @@ async fn two_processes_admit_the_shared_rate_between_them() {
         "telemetry: {{ accessLog: \"off\" }}\n{}",
         redis_top(
             &redis.url(),
-            ", timeout: 200ms",
+            ", timeout: 2s, onError: deny",
             "    - { name: shared, key: [client_id], rate: 50/s, burst: 5 }\n",
         )
     );
