@@ -7,8 +7,8 @@
 #
 # Everything is on loopback and bounded: `gatehouse dev` (issuer + echo agent), two edges
 # (A: no budget, B: authFailuresPerIp 20/s), each pinned to core 0 with one worker thread;
-# the load generators (gatehouse bench) on core 1. Valid traffic comes from 127.0.0.1, the
-# flood from 127.0.0.2 (--source-address). Forged tokens carry the issuer's kid and claims
+# the load generators (gatehouse bench) on core 1. Valid traffic comes from 127.0.0.1 (IPv4),
+# the flood from ::1 (each edge listens on both loopbacks), two different client addresses. Forged tokens carry the issuer's kid and claims
 # but are signed by another RSA key, so each one costs the edge an RS256 verification.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +39,7 @@ forged=$("$bin" token --key "$work/forger.pem" --kid "$kid" --iss "$issuer" --su
 
 edge() { # port admin_port extra_limits
   cat > "$work/edge-$1.yaml" <<YAML
-listen: 127.0.0.1:$1
+listen: ["127.0.0.1:$1", "[::1]:$1"]
 admin: { listen: 127.0.0.1:$2 }
 telemetry: { accessLog: "off" }
 limits: { maxConnections: 10000 $3 }
@@ -60,9 +60,9 @@ YAML
 edge 18490 18491 ""
 edge 18492 18493 ", authFailuresPerIp: 20/s"
 
-load() { # port source token connections -> req/s (2xx only for the valid client: status counts)
-  taskset -c 1 "$bin" bench --url "http://127.0.0.1:$1/runtimes/echo/invocations" \
-    --source-address "$2" --token "$3" -c "$4" -d "$duration" --json
+load() { # port host token connections -> the bench's JSON
+  taskset -c 1 "$bin" bench --url "http://$2:$1/runtimes/echo/invocations" \
+    --token "$3" -c "$4" -d "$duration" --json
 }
 ok_rate() { python3 -c "import json,sys; r=json.load(sys.stdin); s=r['status']; print(round(float(s.get('200',0))/r['duration_s'],1) if 'duration_s' in r else json.dumps(r))"; }
 
@@ -71,7 +71,7 @@ for round in $(seq "$rounds"); do
   for port in 18490 18492; do
     name=$([ $port = 18490 ] && echo "A: no budget" || echo "B: authFailuresPerIp 20/s")
     alone=$(load $port 127.0.0.1 "$token" 8 | tee "$work/alone.json" | ok_rate)
-    load $port 127.0.0.2 "$forged" 8 > "$work/flood.json" &
+    load $port "[::1]" "$forged" 8 > "$work/flood.json" &
     flood=$!
     during=$(load $port 127.0.0.1 "$token" 8 | tee "$work/during.json" | ok_rate)
     wait $flood
