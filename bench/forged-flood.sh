@@ -24,7 +24,7 @@ if [ -z "${GATEHOUSE_BIN:-}" ]; then (cd "$here" && cargo build --release --quie
 bin=${GATEHOUSE_BIN:-$here/target/release/gatehouse}
 
 # Issuer and echo agent from `gatehouse dev` (its own edge on 18480 is not used).
-(cd "$work" && "$bin" dev --port 18480 --admin-port 18481 > dev.out 2> dev.err) &
+(cd "$work" && exec "$bin" dev --port 18480 --admin-port 18481 > dev.out 2> dev.err) &
 pids+=($!)
 for _ in $(seq 100); do grep -q "^  agent" "$work/dev.err" 2>/dev/null && break; sleep 0.1; done
 discovery=$(awk '/^  issuer/ {print $2}' "$work/dev.err")
