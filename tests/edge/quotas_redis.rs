@@ -25,11 +25,12 @@ struct RedisServer {
 }
 
 fn redis_binary() -> String {
-    let candidates = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"];
-    candidates
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| (*p).to_owned())
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+        .map(|found| found.display().to_string())
         .unwrap_or_else(|| {
             panic!(
                 "redis-server is not installed: the shared-quota tests need it (apt-get install -y redis-server; .ci/run does this)"
