@@ -7,7 +7,9 @@
 //! marked blocked until its budget has a failure to spare again; while blocked, every request
 //! from it is answered 429 before any token work ([`FailureBudget::blocked`]: one lookup in a
 //! small concurrent map that is empty unless someone is being refused). Valid tokens never
-//! touch the limiter, and other addresses are unaffected. IPv6 addresses count by /64.
+//! touch the limiter, and other addresses are unaffected. IPv6 addresses count by /64. The
+//! refusal is held until the budget has room again (at most [`MAX_HOLD`]), so a flood that
+//! waits for its answers runs at the budget's pace.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,6 +21,9 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use moka::sync::Cache;
 
 use crate::quota::rules::{Rate, address_key};
+
+/// The longest a refused request is held before its 429 (see the auth phase).
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// Addresses tracked as blocked at most; beyond that the oldest are forgotten (they would
 /// only cost verifications again, never let anything through).

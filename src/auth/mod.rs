@@ -405,11 +405,15 @@ where
             };
             // An address over its budget of failed validations is refused before any token
             // work: a forged-token flood costs one lookup per request, not a verification.
+            // The 429 is sent when the budget has room again (at most a second later): a
+            // client that retries at once gains nothing, and a flood that waits for answers
+            // slows to the budget's pace instead of taking turns with honest callers.
             let budget = record.settings.auth_failures.as_ref();
             let ip = record.conn.remote.ip();
             if let Some(budget) = budget
                 && let Some(wait) = budget.blocked(ip)
             {
+                tokio::time::sleep(wait.min(failures::MAX_HOLD)).await;
                 return Err(over_failure_budget(&route, &record, budget, wait));
             }
             let started = Instant::now();
