@@ -336,3 +336,54 @@ async fn two_processes_admit_the_shared_rate_between_them() {
         b.stderr_tail(10)
     );
 }
+
+/// The GCRA script against a real Redis: a burst, then refusal with the time to wait; and with
+/// several buckets, one that refuses leaves the others untouched.
+#[tokio::test]
+async fn the_script_takes_from_every_bucket_or_none() {
+    use gatehouse::quota::redis::{Bucket, RedisStore, Verdict};
+    let redis = RedisServer::start();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let timeout = Duration::from_secs(2);
+    // 1 per second, burst 2: emission 1 s, tolerance 2 s.
+    let bucket = |key: &str| Bucket {
+        key: key.into(),
+        emission_us: 1_000_000,
+        tolerance_us: 2_000_000,
+    };
+    // 1 per 10 s, burst 3.
+    let wide = Bucket {
+        key: "wide".into(),
+        emission_us: 10_000_000,
+        tolerance_us: 30_000_000,
+    };
+    assert_eq!(
+        store.decide(&[bucket("a")], timeout).await,
+        Ok(Verdict::Allow)
+    );
+    assert_eq!(
+        store.decide(&[bucket("a")], timeout).await,
+        Ok(Verdict::Allow)
+    );
+    match store.decide(&[wide.clone(), bucket("a")], timeout).await {
+        Ok(Verdict::Deny { index, retry_after }) => {
+            assert_eq!(index, 1);
+            assert!(
+                retry_after > Duration::from_millis(900) && retry_after <= Duration::from_secs(1),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The refused decision took nothing from `wide`: its whole burst of 3 is still there.
+    for _ in 0..3 {
+        assert_eq!(
+            store.decide(&[wide.clone()], timeout).await,
+            Ok(Verdict::Allow)
+        );
+    }
+    assert!(matches!(
+        store.decide(&[wide.clone()], timeout).await,
+        Ok(Verdict::Deny { index: 0, .. })
+    ));
+}
