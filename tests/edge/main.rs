@@ -9,6 +9,7 @@
 
 mod abuse;
 mod bench;
+mod closing;
 mod errors;
 mod faults;
 mod header_rules;
@@ -19,6 +20,7 @@ mod load;
 mod mcp;
 mod reload;
 mod replicas;
+mod rollout;
 mod sessions;
 mod soak;
 mod streams;
