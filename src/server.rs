@@ -16,7 +16,7 @@
 //! with `Connection: close` (HTTP/1.1) or send GOAWAY (HTTP/2), close idle ones after a short
 //! bound, and return when the last one is gone or at `shutdownGracePeriod`.
 
-pub mod drain;
+mod drain;
 pub mod linger;
 
 use std::future::Future;
@@ -282,7 +282,9 @@ async fn serve_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,

@@ -19,56 +19,56 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// How long an HTTP/1.1 connection may sit idle during the drain before the edge closes it.
-pub const DRAIN_IDLE: Duration = Duration::from_secs(1);
+pub(super) const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Held by `serve`: starts the drain and waits for it.
 #[derive(Debug)]
-pub struct Drain {
+pub(super) struct Drain {
     signal: watch::Sender<bool>,
     draining: Arc<AtomicBool>,
 }
 
 /// Held by each connection while it is open.
 #[derive(Debug, Clone)]
-pub struct Watcher {
+pub(super) struct Watcher {
     signal: watch::Receiver<bool>,
     draining: Arc<AtomicBool>,
 }
 
 impl Drain {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             signal: watch::Sender::new(false),
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    pub fn watcher(&self) -> Watcher {
+    pub(super) fn watcher(&self) -> Watcher {
         Watcher {
             signal: self.signal.subscribe(),
             draining: self.draining.clone(),
         }
     }
 
-    pub fn start(&self) {
+    pub(super) fn start(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.signal.send_replace(true);
     }
 
     /// Resolves when every [`Watcher`] is gone (every connection closed).
-    pub async fn finished(&self) {
+    pub(super) async fn finished(&self) {
         self.signal.closed().await;
     }
 }
 
 impl Watcher {
     /// The flag the request path reads to add `Connection: close` (one relaxed load).
-    pub fn flag(&self) -> Arc<AtomicBool> {
+    pub(super) fn flag(&self) -> Arc<AtomicBool> {
         self.draining.clone()
     }
 
     /// Resolves once the drain has started.
-    pub async fn started(&mut self) {
+    pub(super) async fn started(&mut self) {
         // Err: the Drain is gone, which only happens once serve has returned.
         let _ = self.signal.wait_for(|draining| *draining).await;
     }

@@ -123,9 +123,15 @@ async fn a_drain_serves_the_next_request_on_an_idle_connection_with_connection_c
     let mut edge = Edge::start("shutdownGracePeriod: 20s", SUPPORT_ROUTE).await;
     let token = edge.valid_token();
     let mut sender = http1_connection(&edge).await;
-    let first = sender.send_request(invocation(&edge, &token, "{}")).await.unwrap();
+    let first = sender
+        .send_request(invocation(&edge, &token, "{}"))
+        .await
+        .unwrap();
     assert_eq!(first.status(), 200);
-    assert_ne!(first.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    assert_ne!(
+        first.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     first.into_body().collect().await.unwrap();
 
     let drained = edge.begin_shutdown();
@@ -134,7 +140,10 @@ async fn a_drain_serves_the_next_request_on_an_idle_connection_with_connection_c
     // New connections are refused from the start of the drain.
     assert!(TcpStream::connect(edge.addr).await.is_err());
     sender.ready().await.unwrap();
-    let second = sender.send_request(invocation(&edge, &token, "{}")).await.unwrap();
+    let second = sender
+        .send_request(invocation(&edge, &token, "{}"))
+        .await
+        .unwrap();
     assert_eq!(second.status(), 200);
     assert_eq!(second.headers()["connection"], "close");
     second.into_body().collect().await.unwrap();
@@ -152,7 +161,10 @@ async fn a_drain_closes_a_connection_that_stays_idle_and_ends_before_the_grace_p
     let mut edge = Edge::start("shutdownGracePeriod: 60s", SUPPORT_ROUTE).await;
     let token = edge.valid_token();
     let mut sender = http1_connection(&edge).await;
-    let first = sender.send_request(invocation(&edge, &token, "{}")).await.unwrap();
+    let first = sender
+        .send_request(invocation(&edge, &token, "{}"))
+        .await
+        .unwrap();
     first.into_body().collect().await.unwrap();
     let drained = edge.begin_shutdown();
     tokio::time::timeout(Duration::from_secs(20), drained)
@@ -174,7 +186,11 @@ async fn a_drain_sends_goaway_on_http2_and_lets_the_stream_in_flight_finish() {
     let connection = tokio::spawn(connection);
     // A stream of 6 events, 200 ms apart, is in flight when the drain starts.
     let response = sender
-        .send_request(invocation(&edge, &token, r#"{"stream":6,"intervalMs":200}"#))
+        .send_request(invocation(
+            &edge,
+            &token,
+            r#"{"stream":6,"intervalMs":200}"#,
+        ))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use gatehouse::bench::load::{self, Outcome, Plan, Stop};
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use http::Method;
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use crate::support::*;
 
@@ -72,11 +72,7 @@ async fn twenty_reloads_then_a_sigterm_under_load_lose_no_request() {
     let load = tokio::spawn(load::run(plan(&binary, &token, 6), |_| {}));
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..20 {
-        std::fs::write(
-            binary.config_path(),
-            config(&binary, i % 2 == 0),
-        )
-        .unwrap();
+        std::fs::write(binary.config_path(), config(&binary, i % 2 == 0)).unwrap();
         binary.signal("HUP");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -111,7 +107,11 @@ async fn twenty_reloads_then_a_sigterm_under_load_lose_no_request() {
     assert!(exited, "the edge exits after the drain");
     let status = binary.child.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", binary.stderr_tail(20));
-    assert!(binary.stderr().contains("drained"), "{}", binary.stderr_tail(20));
+    assert!(
+        binary.stderr().contains("drained"),
+        "{}",
+        binary.stderr_tail(20)
+    );
     assert!(drain.responses() > 0);
     assert_eq!(non_2xx(&drain), vec![], "{:?}", drain.status);
     assert_eq!(drain.errors.io, 0, "read errors: {:?}", drain.errors);
