@@ -5,12 +5,12 @@
 #     (tools/call JSON-RPC bodies), read from /proc/PID/stat around a `gatehouse bench` run;
 #   - memory per verified-token cache entry: RSS before and after N distinct tokens.
 # Everything on 127.0.0.1: `gatehouse dev` is the issuer and the upstream (its echo agent).
-#   bench/sizing.sh [target/release/gatehouse]     (RATE, SECONDS, TOKENS override)
+#   bench/sizing.sh [target/release/gatehouse]     (RATE, DURATION in seconds, TOKENS override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/gatehouse}
 RATE=${RATE:-2000}
-SECONDS_PER_CASE=${SECONDS:-10}
+SECONDS_PER_CASE=${DURATION:-10}
 TOKENS=${TOKENS:-20000}
 work=$(mktemp -d)
 pids=()
@@ -63,13 +63,36 @@ mcp_route="  - name: tools
       customJwtAuthorizer: { discoveryUrl: \"$discovery\", allowedClients: [dev-client], allowedScopes: [invoke] }
     upstream: { url: \"$agent\" }"
 
-echo "== start-up to /readyz 200 (ms, 5 runs)"
-for i in 1 2 3 4 5; do
-    t0=$(date +%s%N)
-    serve "start$i" "$http_route"
-    echo "run $i: $(ready_ms "$t0") ms"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-done
+none_route="  - name: open
+    authorizerType: NONE
+    upstream: { url: \"$agent\" }"
+# Timed from Python (process start to the first /readyz 200, polled every millisecond): a shell
+# loop of curl processes would time itself.
+startup() { # NAME ROUTE
+    local port admin; port=$(free_port); admin=$(free_port)
+    printf 'listen: 127.0.0.1:%s\nadmin: { listen: 127.0.0.1:%s }\ntelemetry: { accessLog: "off" }\nroutes:\n%s\n' \
+        "$port" "$admin" "$2" >"$work/$1.yaml"
+    python3 - "$BIN" "$work/$1.yaml" "$admin" "$1" <<'PY'
+import subprocess, sys, time, urllib.request
+binary, config, admin, name = sys.argv[1:5]
+runs = []
+for _ in range(5):
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary, "serve", "--config", config], stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status == 200:
+                break
+        except Exception:
+            time.sleep(0.001)
+    runs.append((time.monotonic() - t0) * 1000)
+    p.terminate(); p.wait()
+print(f"{name}: " + ", ".join(f"{r:.0f}" for r in runs) + f" ms (median {sorted(runs)[2]:.0f})")
+PY
+}
+echo "== start-up to /readyz 200, 5 runs each"
+startup "JWT route (one discovery + JWKS fetch over loopback)" "$http_route"
+startup "NONE route (no issuer)" "$none_route"
 
 # case NAME URL BODY ROUTE [TOP]: CPU µs per request at RATE.
 case_cpu() {
@@ -93,6 +116,7 @@ PY
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
+if [[ "${STARTUP_ONLY:-}" == 1 ]]; then exit 0; fi
 echo "== CPU per request at $RATE req/s, ${SECONDS_PER_CASE}s, one worker thread"
 case_cpu hot /runtimes/echo/invocations '{}' "$http_route"
 case_cpu nocache /runtimes/echo/invocations '{}' "$http_route" "jwt: { verifiedTokenCache: { maxEntries: 0 } }"
