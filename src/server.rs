@@ -17,7 +17,7 @@
 //! bound, and return when the last one is gone or at `shutdownGracePeriod`.
 
 mod drain;
-pub mod linger;
+mod linger;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,8 +39,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::app::App;
+use crate::context::ConnInfo;
 use crate::settings::Startup;
-use crate::telemetry::record::ConnInfo;
 use drain::{DRAIN_IDLE, Drain, Watcher};
 use linger::Lingering;
 

@@ -24,13 +24,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// The longest a closing connection keeps reading.
-pub const LINGER_TOTAL: Duration = Duration::from_secs(10);
+pub(super) const LINGER_TOTAL: Duration = Duration::from_secs(10);
 /// The longest a closing connection waits for the client's next bytes or its FIN.
-pub const LINGER_GAP: Duration = Duration::from_secs(2);
+pub(super) const LINGER_GAP: Duration = Duration::from_secs(2);
 
 /// An IO whose `poll_shutdown` lingers; reads and writes pass through untouched.
 #[derive(Debug)]
-pub struct Lingering<T> {
+pub(super) struct Lingering<T> {
     inner: T,
     state: State,
 }
@@ -47,15 +47,11 @@ enum State {
 }
 
 impl<T> Lingering<T> {
-    pub fn new(inner: T) -> Self {
+    pub(super) fn new(inner: T) -> Self {
         Self {
             inner,
             state: State::Open,
         }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 }
 
