@@ -28,6 +28,7 @@ use crate::auth::AuthError;
 use crate::auth::policy::Denial;
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
+use crate::outbound::OutboundError;
 use crate::route::Protocol;
 use crate::telemetry::metrics::AuthOutcome;
 
@@ -73,6 +74,8 @@ pub enum ProxyError {
     SessionNotBound {
         protocol: Protocol,
     },
+    /// The upstream's own credential could not be obtained (SPEC §13): nothing forwarded.
+    Outbound(OutboundError),
 }
 
 impl ProxyError {
@@ -95,6 +98,8 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::SessionNotBound { .. } => "session_not_bound",
+            Self::Outbound(OutboundError::Refused(_)) => "outbound_refused",
+            Self::Outbound(OutboundError::Unavailable(_)) => "outbound_unavailable",
             Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             Self::Upstream(UpstreamError::Signing(_)) => "upstream_signing",
             Self::Upstream(_) => "upstream_unreachable",
@@ -145,6 +150,29 @@ impl ProxyError {
                 "This session id was not issued to this caller: send none to be given one.".into(),
                 None,
             ),
+            // The caller's token was valid, but the identity provider will not issue the
+            // upstream's credential for it: the OAuth error code says why.
+            Self::Outbound(OutboundError::Refused(code)) => (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!(
+                    "The identity provider refused the credential for the agent: {code}."
+                )
+                .into(),
+                None,
+            ),
+            Self::Outbound(OutboundError::Unavailable(_)) => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "The credential for the agent could not be obtained from the identity provider; retry shortly.",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                return response;
+            }
             Self::BadRequest(message) => (
                 StatusCode::BAD_REQUEST,
                 "ValidationException",
@@ -391,6 +419,25 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
+    async fn outbound_rows() {
+        let (status, kind, www, body) =
+            parts(ProxyError::Outbound(OutboundError::Refused("invalid_grant".into()))).await;
+        assert_eq!((status, kind.as_str(), www), (403, "AccessDeniedException", None));
+        assert!(body["message"].as_str().unwrap().contains("invalid_grant"));
+        let response =
+            ProxyError::Outbound(OutboundError::Unavailable("HTTP 502 from idp".into()))
+                .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert_eq!(
+            response.headers()[&X_AMZN_ERROR_TYPE],
+            "ServiceUnavailableException"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(!String::from_utf8_lossy(&body).contains("502"), "internal reason stays in the log");
     }
 
     #[tokio::test]

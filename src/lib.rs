@@ -3,7 +3,7 @@
 //! Every request on the public listener takes one path, composed in [`stack`]:
 //!
 //! ```text
-//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ enrich ─▶ forward ─▶ agent
+//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ enrich ─▶ outbound ─▶ forward ─▶ agent
 //! ```
 //!
 //! - [`server`]: listeners, TLS, HTTP/1.1 + h2, graceful drain.
@@ -13,6 +13,8 @@
 //! - [`limits`], [`cors`], [`metadata`]: refusals and answers that need no token.
 //! - [`auth`]: JWT validation against the issuer's cached JWKS, then route policy.
 //! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
+//! - [`outbound`]: the upstream's own credential (RFC 8693 token exchange or client
+//!   credentials) in place of the caller's token, where the route says so.
 //! - [`forward`]: the pooled upstream client; bodies stream both ways.
 //!
 //! Configuration is loaded and validated by [`config`] and compiled by [`settings`]; [`app`]
@@ -36,6 +38,7 @@ pub mod forward;
 pub mod limits;
 pub mod mcp;
 pub mod metadata;
+pub mod outbound;
 pub mod phase;
 pub mod route;
 pub mod server;

@@ -91,6 +91,8 @@ pub struct RequestRecord {
     cors_origin: OnceLock<(HeaderValue, Arc<crate::cors::CorsPolicy>)>,
     upstream_status: AtomicU16,
     upstream_duration_us: AtomicU64,
+    /// The outbound credential (SPEC §13), on routes with `outboundAuth`.
+    outbound: OnceLock<crate::outbound::OutboundRecord>,
     pub bytes_in: AtomicU64,
     finished: AtomicBool,
     /// Only for requests whose spans are exported (sampled, and an exporter configured).
@@ -122,6 +124,7 @@ impl RequestRecord {
             cors_origin: OnceLock::new(),
             upstream_status: AtomicU16::new(0),
             upstream_duration_us: AtomicU64::new(0),
+            outbound: OnceLock::new(),
             bytes_in: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             capture,
@@ -190,6 +193,12 @@ impl RequestRecord {
         if let Some(capture) = self.capture() {
             capture.set_upstream_arn(arn.clone());
         }
+    }
+    pub fn set_outbound(&self, outbound: crate::outbound::OutboundRecord) {
+        let _ = self.outbound.set(outbound);
+    }
+    pub fn outbound(&self) -> Option<&crate::outbound::OutboundRecord> {
+        self.outbound.get()
     }
     pub fn upstream_status(&self) -> Option<u16> {
         match self.upstream_status.load(Ordering::Relaxed) {

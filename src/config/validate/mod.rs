@@ -27,6 +27,7 @@ use super::units::DurationStr;
 
 mod authorizer;
 pub mod headers;
+mod outbound;
 mod route;
 mod syntax;
 #[cfg(test)]
