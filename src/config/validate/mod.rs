@@ -35,6 +35,8 @@ mod tests;
 #[cfg(test)]
 mod tests_authorizer;
 #[cfg(test)]
+mod tests_outbound;
+#[cfg(test)]
 mod tests_route;
 
 use syntax::{Listen, parse_http_url, parse_listen, show_duration};
