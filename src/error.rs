@@ -155,10 +155,8 @@ impl ProxyError {
             Self::Outbound(OutboundError::Refused(code)) => (
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
-                format!(
-                    "The identity provider refused the credential for the agent: {code}."
-                )
-                .into(),
+                format!("The identity provider refused the credential for the agent: {code}.")
+                    .into(),
                 None,
             ),
             Self::Outbound(OutboundError::Unavailable(_)) => {
@@ -423,13 +421,17 @@ mod tests {
 
     #[tokio::test]
     async fn outbound_rows() {
-        let (status, kind, www, body) =
-            parts(ProxyError::Outbound(OutboundError::Refused("invalid_grant".into()))).await;
-        assert_eq!((status, kind.as_str(), www), (403, "AccessDeniedException", None));
+        let (status, kind, www, body) = parts(ProxyError::Outbound(OutboundError::Refused(
+            "invalid_grant".into(),
+        )))
+        .await;
+        assert_eq!(
+            (status, kind.as_str(), www),
+            (403, "AccessDeniedException", None)
+        );
         assert!(body["message"].as_str().unwrap().contains("invalid_grant"));
-        let response =
-            ProxyError::Outbound(OutboundError::Unavailable("HTTP 502 from idp".into()))
-                .into_response();
+        let response = ProxyError::Outbound(OutboundError::Unavailable("HTTP 502 from idp".into()))
+            .into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         assert_eq!(
@@ -437,7 +439,10 @@ mod tests {
             "ServiceUnavailableException"
         );
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(!String::from_utf8_lossy(&body).contains("502"), "internal reason stays in the log");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("502"),
+            "internal reason stays in the log"
+        );
     }
 
     #[tokio::test]

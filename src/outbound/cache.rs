@@ -232,7 +232,10 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!((c.authorization.to_str().unwrap(), source), ("Bearer a", Source::Issued));
+        assert_eq!(
+            (c.authorization.to_str().unwrap(), source),
+            ("Bearer a", Source::Issued)
+        );
         let (c, _) = cache
             .get_or_fetch([2; 32], async {
                 Ok::<_, ()>(Credential::new(
@@ -259,9 +262,21 @@ mod tests {
                 None,
             ))
         };
-        let (c, s) = cache.get_or_fetch([3; 32], fetch("Bearer 1")).await.unwrap();
-        assert_eq!((c.authorization.to_str().unwrap(), s), ("Bearer 1", Source::Issued));
-        let (c, s) = cache.get_or_fetch([3; 32], fetch("Bearer 2")).await.unwrap();
-        assert_eq!((c.authorization.to_str().unwrap(), s), ("Bearer 2", Source::Issued));
+        let (c, s) = cache
+            .get_or_fetch([3; 32], fetch("Bearer 1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.authorization.to_str().unwrap(), s),
+            ("Bearer 1", Source::Issued)
+        );
+        let (c, s) = cache
+            .get_or_fetch([3; 32], fetch("Bearer 2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (c.authorization.to_str().unwrap(), s),
+            ("Bearer 2", Source::Issued)
+        );
     }
 }

@@ -57,7 +57,9 @@ impl fmt::Debug for TokenRequest {
 #[derive(Clone, Copy)]
 pub enum Grant<'a> {
     /// RFC 8693, with the caller's validated access token as `subject_token`.
-    Exchange { subject_token: &'a str },
+    Exchange {
+        subject_token: &'a str,
+    },
     ClientCredentials,
 }
 
@@ -207,10 +209,14 @@ fn error_code(code: &str) -> Option<&str> {
 /// Reads the endpoint's answer (public for the unit tests and the fuzz target).
 pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Issued, EndpointError> {
     if status.is_server_error() {
-        return Err(EndpointError::Unavailable(format!("HTTP {}", status.as_u16())));
+        return Err(EndpointError::Unavailable(format!(
+            "HTTP {}",
+            status.as_u16()
+        )));
     }
-    if status.is_client_error() {
-        // RFC 6749 §5.2: 400 (or 401 for a failed client authentication) with `error`.
+    // RFC 6749 §5.2: 400 (or 401 for a failed client authentication; some IdPs use 403)
+    // with `error`. Any other 4xx (404, 405, 429, ...) is an endpoint problem, not a refusal.
+    if matches!(status.as_u16(), 400 | 401 | 403) {
         return match serde_json::from_slice::<Failure<'_>>(body) {
             Ok(failure) => match error_code(&failure.error) {
                 Some(code) => Err(EndpointError::Refused(code.to_owned())),
@@ -250,7 +256,9 @@ pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Issued, Endpoin
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
     {
-        return Err(malformed("access_token is not a bearer token (RFC 6750 b64token)"));
+        return Err(malformed(
+            "access_token is not a bearer token (RFC 6750 b64token)",
+        ));
     }
     let expires_in = match success.expires_in {
         None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
@@ -291,7 +299,12 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_encoded() {
         let r = request();
-        let encoded = r.authorization.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let encoded = r
+            .authorization
+            .to_str()
+            .unwrap()
+            .strip_prefix("Basic ")
+            .unwrap();
         let decoded = String::from_utf8(STANDARD.decode(encoded).unwrap()).unwrap();
         assert_eq!(decoded, "edge%20client:s3cr%3At%26%3D");
         assert!(r.authorization.is_sensitive());
@@ -335,8 +348,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.expires_in, Duration::from_secs(60));
-        let ok = parse_response(StatusCode::OK, br#"{"access_token":"t","token_type":"Bearer"}"#)
-            .unwrap();
+        let ok = parse_response(
+            StatusCode::OK,
+            br#"{"access_token":"t","token_type":"Bearer"}"#,
+        )
+        .unwrap();
         assert_eq!(ok.expires_in, DEFAULT_EXPIRES_IN);
     }
 
@@ -348,11 +364,11 @@ mod tests {
             (401, "invalid_client"),
             (400, "unauthorized_client"),
             (400, "invalid_target"),
+            (403, "access_denied"),
         ] {
             let body = format!(r#"{{"error":"{code}","error_description":"nope"}}"#);
             assert_eq!(
-                parse_response(StatusCode::from_u16(status).unwrap(), body.as_bytes())
-                    .unwrap_err(),
+                parse_response(StatusCode::from_u16(status).unwrap(), body.as_bytes()).unwrap_err(),
                 EndpointError::Refused(code.into())
             );
         }
@@ -369,12 +385,23 @@ mod tests {
         assert!(unavailable(500, br#"{"error":"server_error"}"#));
         assert!(unavailable(503, b""));
         assert!(unavailable(400, b"<html>bad</html>"));
-        assert!(unavailable(400, br#"{"error":"has \"quotes\" and spaces"}"#));
+        assert!(unavailable(
+            400,
+            br#"{"error":"has \"quotes\" and spaces"}"#
+        ));
         assert!(unavailable(302, b""));
+        assert!(unavailable(404, br#"{"error":"not_found"}"#));
+        assert!(unavailable(429, br#"{"error":"slow_down"}"#));
         assert!(unavailable(200, b"not json"));
         assert!(unavailable(200, br#"{"token_type":"Bearer"}"#));
-        assert!(unavailable(200, br#"{"access_token":"","token_type":"Bearer"}"#));
-        assert!(unavailable(200, br#"{"access_token":"t","token_type":"N_A"}"#));
+        assert!(unavailable(
+            200,
+            br#"{"access_token":"","token_type":"Bearer"}"#
+        ));
+        assert!(unavailable(
+            200,
+            br#"{"access_token":"t","token_type":"N_A"}"#
+        ));
         assert!(unavailable(200, br#"{"access_token":"t"}"#));
         assert!(unavailable(
             200,

@@ -17,6 +17,7 @@ mod hostile;
 mod keys;
 mod load;
 mod mcp;
+mod outbound;
 mod reload;
 mod replicas;
 mod sessions;

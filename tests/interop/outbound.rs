@@ -164,7 +164,10 @@ fn the_mcp_server_gets_an_exchanged_token_never_the_callers() {
     let out = python_client(&[&format!("{}/tools/mcp", edge.url), "--token", &token]);
     let received = out["whoami"]["authorization"].as_str().unwrap();
     let exchanged = received.strip_prefix("Bearer ").unwrap();
-    assert_ne!(exchanged, token, "the caller's token reached the MCP server");
+    assert_ne!(
+        exchanged, token,
+        "the caller's token reached the MCP server"
+    );
     assert_eq!(out["whoami_again"]["authorization"], received, "cached");
     // Issued by the OP for the MCP server, speaking for the caller, with the edge as actor.
     let claims = verify_with_idp_keys(&idp, exchanged);
@@ -276,12 +279,22 @@ fn refusals_are_403_and_an_unavailable_endpoint_is_503_and_nothing_is_forwarded(
         let r = initialize(&edge, "tools", &caller()(&idp));
         assert_eq!(r.status(), 403, "{}", r.text());
         assert_eq!(r.header("x-amzn-errortype"), Some("AccessDeniedException"));
-        assert!(r.json()["message"].as_str().unwrap().contains(code), "{}", r.text());
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(code),
+            "{}",
+            r.text()
+        );
     }
     for (what, faults) in [
         ("5xx", json!({"exchange": {"status": 502}})),
-        ("not OAuth", json!({"exchange": {"body": "<html>maintenance</html>", "contentType": "text/html"}})),
-        ("no token", json!({"exchange": {"body": {"token_type": "Bearer"}}})),
+        (
+            "not OAuth",
+            json!({"exchange": {"body": "<html>maintenance</html>", "contentType": "text/html"}}),
+        ),
+        (
+            "no token",
+            json!({"exchange": {"body": {"token_type": "Bearer"}}}),
+        ),
         ("dropped", json!({"exchange": {"drop": true}})),
         // Hangs far past the route's 1s timeout: the request gets 503 instead of waiting.
         ("hangs", json!({"exchange": {"delayMs": 30000}})),
@@ -312,7 +325,10 @@ fn refusals_are_403_and_an_unavailable_endpoint_is_503_and_nothing_is_forwarded(
         .filter(|l| l["status"] == 403 || l["status"] == 503)
         .collect();
     assert_eq!(failed.len(), 9, "{log:?}");
-    assert!(failed.iter().all(|l| l["upstream_status"].is_null()), "{failed:?}");
+    assert!(
+        failed.iter().all(|l| l["upstream_status"].is_null()),
+        "{failed:?}"
+    );
     assert_eq!(refused_by_server(&server), 0);
 }
 

@@ -103,7 +103,11 @@ fn check_block(ctx: &mut Ctx<'_>, at: &YPath, outbound: &OutboundAuthFile, jwt: 
     ] {
         if empty {
             let key_path = at.key(key);
-            let target = if ctx.written(&key_path) { key_path } else { at.clone() };
+            let target = if ctx.written(&key_path) {
+                key_path
+            } else {
+                at.clone()
+            };
             ctx.error(&target, what);
         }
     }
@@ -141,7 +145,9 @@ fn check_block(ctx: &mut Ctx<'_>, at: &YPath, outbound: &OutboundAuthFile, jwt: 
     if let Some(resource) = &outbound.resource
         && !resource.is_empty()
         && parse_http_url(resource).is_err()
-        && resource.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none())
+        && resource
+            .parse::<http::Uri>()
+            .map_or(true, |u| u.scheme().is_none())
     {
         ctx.error(
             &at.key("resource"),

@@ -56,7 +56,9 @@ fn authorization_and_outbound_exclude_each_other() {
     ));
     assert_eq!(
         errors(&yaml),
-        ["5:40: routes[0].requestHeaderAllowlist[1]: Authorization and outboundAuth exclude each other: the upstream gets the outbound credential, never the caller's token; remove Authorization from requestHeaderAllowlist"]
+        [
+            "5:40: routes[0].requestHeaderAllowlist[1]: Authorization and outboundAuth exclude each other: the upstream gets the outbound credential, never the caller's token; remove Authorization from requestHeaderAllowlist"
+        ]
     );
 }
 
@@ -97,7 +99,9 @@ fn block_rules() {
     ));
     assert_eq!(
         errors(&yaml),
-        ["7:13: routes[0].outboundAuth.type: must be tokenExchange or clientCredentials (got \"exchange\")"]
+        [
+            "7:13: routes[0].outboundAuth.type: must be tokenExchange or clientCredentials (got \"exchange\")"
+        ]
     );
     let yaml = route(&format!(
         "
@@ -138,8 +142,16 @@ fn exchange_needs_a_caller_and_a_target() {
     );
     let errs = errors(&yaml);
     assert!(errs.iter().any(|e| e.contains("outboundAuth.type: tokenExchange exchanges the caller's validated token, and this route has no CUSTOM_JWT authorizer")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("routes[0].outboundAuth: tokenEndpoint is required")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("tokenExchange needs audience or resource")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("routes[0].outboundAuth: tokenEndpoint is required")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("tokenExchange needs audience or resource")),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -153,7 +165,9 @@ fn sigv4_upstreams_sign_instead() {
     ));
     assert_eq!(
         errors(&yaml),
-        ["6:5: routes[0].outboundAuth: an agentRuntimeArn upstream is called with the edge's SigV4 signature, which replaces Authorization: remove outboundAuth"]
+        [
+            "6:5: routes[0].outboundAuth: an agentRuntimeArn upstream is called with the edge's SigV4 signature, which replaces Authorization: remove outboundAuth"
+        ]
     );
 }
 
@@ -167,5 +181,9 @@ fn unknown_keys_in_the_block() {
         "
     ));
     let errs = errors(&yaml);
-    assert!(errs.iter().any(|e| e.contains("routes[0].outboundAuth.secret: unknown key")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("routes[0].outboundAuth.secret: unknown key")),
+        "{errs:?}"
+    );
 }
