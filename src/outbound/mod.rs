@@ -56,12 +56,27 @@ pub enum OutboundError {
     Unavailable(String),
 }
 
-impl OutboundError {
-    /// The `result` label of `gatehouse_outbound_tokens_total`.
-    pub fn result(&self) -> &'static str {
+/// What one acquisition came to: the `result` label of `gatehouse_outbound_tokens_total`
+/// and of the `gatehouse.token_exchange` span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundResult {
+    /// Cached, or fetched by a concurrent request this one waited for.
+    Hit,
+    /// Fetched by this request.
+    Issued,
+    /// The endpoint refused (403).
+    Refused,
+    /// No credential for another reason (503).
+    Error,
+}
+
+impl OutboundResult {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::Refused(_) => "refused",
-            Self::Unavailable(_) => "error",
+            Self::Hit => "hit",
+            Self::Issued => "issued",
+            Self::Refused => "refused",
+            Self::Error => "error",
         }
     }
 }
@@ -157,12 +172,10 @@ pub struct OutboundAuth {
     pub counters: OutboundCounters,
 }
 
-/// What one acquisition did, for the span and the access log.
+/// What one acquisition did, for the span.
 #[derive(Debug, Clone, Copy)]
 pub struct OutboundRecord {
-    pub cache_hit: bool,
-    /// `hit`, `issued`, `refused` or `error`.
-    pub result: &'static str,
+    pub result: OutboundResult,
     pub started: Instant,
     pub duration: Duration,
 }
@@ -247,12 +260,12 @@ impl OutboundAuth {
         ))
     }
 
-    fn count(&self, result: &Result<(HeaderValue, Source), OutboundError>) -> &'static str {
+    fn count(&self, result: &Result<(HeaderValue, Source), OutboundError>) -> OutboundResult {
         let (counter, label) = match result {
-            Ok((_, Source::Cache)) => (&self.counters.hit, "hit"),
-            Ok((_, Source::Issued)) => (&self.counters.issued, "issued"),
-            Err(OutboundError::Refused(_)) => (&self.counters.refused, "refused"),
-            Err(OutboundError::Unavailable(_)) => (&self.counters.error, "error"),
+            Ok((_, Source::Cache)) => (&self.counters.hit, OutboundResult::Hit),
+            Ok((_, Source::Issued)) => (&self.counters.issued, OutboundResult::Issued),
+            Err(OutboundError::Refused(_)) => (&self.counters.refused, OutboundResult::Refused),
+            Err(OutboundError::Unavailable(_)) => (&self.counters.error, OutboundResult::Error),
         };
         counter.inc();
         label
@@ -314,10 +327,8 @@ where
             let result = outbound
                 .credential(request.extensions().get::<SubjectToken>())
                 .await;
-            let label = outbound.count(&result);
             let record = OutboundRecord {
-                cache_hit: matches!(result, Ok((_, Source::Cache))),
-                result: label,
+                result: outbound.count(&result),
                 started,
                 duration: started.elapsed(),
             };
@@ -326,8 +337,7 @@ where
             }
             match result {
                 Ok((authorization, _)) => {
-                    // Whatever Enrich let through, the upstream gets this one credential.
-                    request.headers_mut().remove(AUTHORIZATION);
+                    // Replaces whatever Enrich let through: the upstream gets this one.
                     request.headers_mut().insert(AUTHORIZATION, authorization);
                     inner.call(request).await
                 }

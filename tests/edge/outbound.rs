@@ -155,3 +155,66 @@ async fn an_endpoint_that_is_not_oauth_is_503_and_nothing_is_forwarded() {
     assert_eq!(line["status"], 503);
     assert!(!line.to_string().contains(&token));
 }
+
+#[tokio::test]
+async fn a_token_exchange_span_per_request_says_whether_it_was_cached() {
+    use crate::telemetry::{attr, collect, named, traced_edge};
+    let routes = fill_route_for_traces();
+    let (edge, exporter) = traced_edge("", &routes).await;
+    let token = edge.valid_token();
+    for _ in 0..2 {
+        assert_eq!(edge.invoke("tools", Some(&token), "{}").await.status, 200);
+    }
+    let refused = edge.invoke("refusing", Some(&token), "{}").await;
+    assert_eq!(refused.status, 403);
+    let spans = collect(&edge, &exporter, 9).await;
+    let exchanges = named(&spans, "gatehouse.token_exchange");
+    assert_eq!(exchanges.len(), 3, "{spans:#?}");
+    let results: Vec<(Option<String>, Option<String>)> = exchanges
+        .iter()
+        .map(|s| {
+            (
+                attr(s, "gatehouse.cache_hit"),
+                attr(s, "gatehouse.outbound.result"),
+            )
+        })
+        .collect();
+    for expected in [
+        (Some("false".to_owned()), Some("issued".to_owned())),
+        (Some("true".to_owned()), Some("hit".to_owned())),
+        (Some("false".to_owned()), Some("refused".to_owned())),
+    ] {
+        assert!(results.contains(&expected), "{results:?}");
+    }
+    // Children of their request's server span, and never a token in any attribute.
+    for exchange in &exchanges {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.span_kind == opentelemetry::trace::SpanKind::Server
+                    && s.span_context.span_id() == exchange.parent_span_id
+                    && s.span_context.trace_id() == exchange.span_context.trace_id())
+        );
+    }
+    for span in &spans {
+        for kv in &span.attributes {
+            assert!(!kv.value.as_str().contains(&token[..40]), "{span:#?}");
+        }
+    }
+}
+
+fn fill_route_for_traces() -> String {
+    format!(
+        "{}{}",
+        route(
+            "tools",
+            &format!(
+                "{{ type: tokenExchange, clientId: edge, clientSecret: s, audience: \"{TARGET}\" }}"
+            ),
+        ),
+        route(
+            "refusing",
+            "{ type: tokenExchange, clientId: edge, clientSecret: s, audience: refuse }",
+        )
+    )
+}
