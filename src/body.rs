@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use crate::forward::UpstreamBody;
 
 /// Errors a response body can end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// A response body.

@@ -42,9 +42,10 @@ use self::client::{EndpointError, Grant, TokenRequest};
 use crate::auth::cache::TokenHash;
 use crate::auth::jwks::{Fetcher, Issuer};
 use crate::body::ProxyBody;
+use crate::context::RequestRecord;
+pub use crate::context::{OutboundRecord, OutboundResult};
 use crate::error::ProxyError;
 use crate::route::Route;
-use crate::telemetry::record::RequestRecord;
 
 /// Why the upstream could not be given its credential. Nothing is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,31 +55,6 @@ pub enum OutboundError {
     /// The endpoint is unreachable, slow, failing or not speaking OAuth (503). The text is
     /// for the log.
     Unavailable(String),
-}
-
-/// What one acquisition came to: the `result` label of `gatehouse_outbound_tokens_total`
-/// and of the `gatehouse.token_exchange` span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundResult {
-    /// Cached, or fetched by a concurrent request this one waited for.
-    Hit,
-    /// Fetched by this request.
-    Issued,
-    /// The endpoint refused (403).
-    Refused,
-    /// No credential for another reason (503).
-    Error,
-}
-
-impl OutboundResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Issued => "issued",
-            Self::Refused => "refused",
-            Self::Error => "error",
-        }
-    }
 }
 
 impl From<EndpointError> for OutboundError {
@@ -170,14 +146,6 @@ pub struct OutboundAuth {
     pub cache: OutboundCache,
     pub fetcher: Fetcher,
     pub counters: OutboundCounters,
-}
-
-/// What one acquisition did, for the span.
-#[derive(Debug, Clone, Copy)]
-pub struct OutboundRecord {
-    pub result: OutboundResult,
-    pub started: Instant,
-    pub duration: Duration,
 }
 
 impl OutboundAuth {

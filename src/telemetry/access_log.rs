@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::metrics::{AuthOutcome, Metrics};
-use super::record::RequestRecord;
+use super::metrics::Metrics;
+use crate::auth::AuthOutcome;
+use crate::context::RequestRecord;
+use crate::error::ErrorReason;
 
 /// Lines waiting for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
@@ -27,7 +29,7 @@ pub struct AccessLine<'a> {
     pub duration: Duration,
     pub bytes_out: u64,
     pub aborted: bool,
-    pub error: Option<&'static str>,
+    pub error: Option<ErrorReason>,
 }
 
 #[derive(Serialize)]
@@ -77,7 +79,7 @@ impl AccessLine<'_> {
             trace_id: r.trace.trace_id_hex(),
             client_address: r.conn.remote.ip().to_string(),
             aborted: self.aborted,
-            error: self.error,
+            error: self.error.map(ErrorReason::as_str),
         };
         let mut line = serde_json::to_vec(&json).unwrap_or_default();
         line.push(b'\n');

@@ -34,12 +34,13 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use rand::RngCore;
 
 use super::export::{ExporterSource, OtlpConfig, QueueConfig, SpanQueue};
-use super::metrics::{AuthOutcome, Metrics};
-use super::record::RequestRecord;
+use super::metrics::Metrics;
 use super::trace::Sampler;
+use crate::auth::AuthOutcome;
 use crate::auth::jwks::Reason;
 use crate::config::file::TelemetryFile;
-use crate::outbound::OutboundResult;
+use crate::context::{OutboundResult, RequestRecord};
+use crate::error::ErrorReason;
 use crate::route::Protocol;
 
 /// The per-configuration tracing settings (reloadable), held by [`crate::settings::Settings`].
@@ -230,7 +231,7 @@ impl Default for Builder {
 pub struct Finished {
     pub status: u16,
     pub elapsed: Duration,
-    pub error: Option<&'static str>,
+    pub error: Option<ErrorReason>,
     pub aborted: bool,
 }
 
@@ -417,12 +418,12 @@ impl Builder {
         }
         // Server spans: only 5xx is an error (semantic conventions); 4xx is the client's.
         let status = if done.status >= 500 {
-            let kind = done.error.unwrap_or("http_5xx");
+            let kind = done.error.unwrap_or(ErrorReason::Http5xx).as_str();
             attributes.push(KeyValue::new("error.type", kind));
             Status::error(kind)
         } else {
             if let Some(error) = done.error.filter(|_| done.aborted) {
-                attributes.push(KeyValue::new("error.type", error));
+                attributes.push(KeyValue::new("error.type", error.as_str()));
             }
             Status::Unset
         };
@@ -505,10 +506,7 @@ impl Builder {
         });
 
         // The upstream client span: its id is the parent the upstream saw in `traceparent`.
-        let upstream_failed = matches!(
-            done.error,
-            Some("upstream_timeout" | "upstream_unreachable")
-        );
+        let upstream_failed = done.error.is_some_and(ErrorReason::upstream_failed);
         let upstream = (record.upstream_status().is_some() || upstream_failed)
             .then_some(route)
             .flatten()
@@ -544,7 +542,10 @@ impl Builder {
                         }
                     }
                     None => {
-                        let kind = done.error.unwrap_or("upstream_unreachable");
+                        let kind = done
+                            .error
+                            .unwrap_or(ErrorReason::UpstreamUnreachable)
+                            .as_str();
                         attributes.push(KeyValue::new("error.type", kind));
                         Status::error(kind)
                     }
