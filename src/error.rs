@@ -29,6 +29,7 @@ use crate::auth::{AuthError, AuthOutcome};
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
 use crate::forward::body::{BodyTooLarge, ClientBodyError};
+use crate::outbound::OutboundError;
 use crate::route::Protocol;
 
 pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
@@ -49,6 +50,10 @@ pub enum ErrorReason {
     HeadersTooLarge,
     BodyTooLarge,
     SessionNotBound,
+    /// The token endpoint refused the upstream's credential (SPEC §13).
+    OutboundRefused,
+    /// The upstream's credential could not be obtained (SPEC §13).
+    OutboundUnavailable,
     UpstreamTimeout,
     UpstreamSigning,
     UpstreamUnreachable,
@@ -69,6 +74,8 @@ impl ErrorReason {
             Self::HeadersTooLarge => "headers_too_large",
             Self::BodyTooLarge => "body_too_large",
             Self::SessionNotBound => "session_not_bound",
+            Self::OutboundRefused => "outbound_refused",
+            Self::OutboundUnavailable => "outbound_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamSigning => "upstream_signing",
             Self::UpstreamUnreachable => "upstream_unreachable",
@@ -143,6 +150,8 @@ pub enum ProxyError {
     SessionNotBound {
         protocol: Protocol,
     },
+    /// The upstream's own credential could not be obtained (SPEC §13): nothing forwarded.
+    Outbound(OutboundError),
 }
 
 impl ProxyError {
@@ -165,6 +174,8 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => ErrorReason::HeadersTooLarge,
             Self::BodyTooLarge { .. } => ErrorReason::BodyTooLarge,
             Self::SessionNotBound { .. } => ErrorReason::SessionNotBound,
+            Self::Outbound(OutboundError::Refused(_)) => ErrorReason::OutboundRefused,
+            Self::Outbound(OutboundError::Unavailable(_)) => ErrorReason::OutboundUnavailable,
             Self::Upstream(UpstreamError::Timeout(_)) => ErrorReason::UpstreamTimeout,
             Self::Upstream(UpstreamError::Signing(_)) => ErrorReason::UpstreamSigning,
             Self::Upstream(UpstreamError::Unreachable(_)) => ErrorReason::UpstreamUnreachable,
@@ -229,6 +240,27 @@ impl ProxyError {
                 "This session id was not issued to this caller: send none to be given one.".into(),
                 None,
             ),
+            // The caller's token was valid, but the identity provider will not issue the
+            // upstream's credential for it: the OAuth error code says why.
+            Self::Outbound(OutboundError::Refused(code)) => (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!("The identity provider refused the credential for the agent: {code}.")
+                    .into(),
+                None,
+            ),
+            Self::Outbound(OutboundError::Unavailable(_)) => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "The credential for the agent could not be obtained from the identity provider; retry shortly.",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                return response;
+            }
             Self::BadRequest(message) => (
                 StatusCode::BAD_REQUEST,
                 "ValidationException",
@@ -476,6 +508,32 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "5");
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
+    async fn outbound_rows() {
+        let (status, kind, www, body) = parts(ProxyError::Outbound(OutboundError::Refused(
+            "invalid_grant".into(),
+        )))
+        .await;
+        assert_eq!(
+            (status, kind.as_str(), www),
+            (403, "AccessDeniedException", None)
+        );
+        assert!(body["message"].as_str().unwrap().contains("invalid_grant"));
+        let response = ProxyError::Outbound(OutboundError::Unavailable("HTTP 502 from idp".into()))
+            .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert_eq!(
+            response.headers()[&X_AMZN_ERROR_TYPE],
+            "ServiceUnavailableException"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("502"),
+            "internal reason stays in the log"
+        );
     }
 
     #[tokio::test]

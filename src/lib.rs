@@ -3,7 +3,7 @@
 //! Every request on the public listener takes one path, composed in [`stack`]:
 //!
 //! ```text
-//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ enrich ─▶ forward ─▶ agent
+//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ enrich ─▶ outbound ─▶ forward ─▶ agent
 //! ```
 //!
 //! - [`server`]: listeners, TLS, HTTP/1.1 + h2, lingering close, graceful drain.
@@ -14,6 +14,8 @@
 //! - [`auth`]: JWT validation against the issuer's cached JWKS, then route policy.
 //! - [`session`]: session ids bound to the caller; every rule about session ids.
 //! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
+//! - [`outbound`]: the upstream's own credential (RFC 8693 token exchange or client
+//!   credentials) in place of the caller's token, where the route says so.
 //! - [`forward`]: the pooled upstream client sending to the route's `upstream`; bodies stream
 //!   both ways.
 //!
@@ -43,6 +45,7 @@ mod hop;
 mod limits;
 pub mod mcp;
 mod metadata;
+pub mod outbound;
 mod phase;
 mod route;
 pub mod server;

@@ -53,6 +53,8 @@ pub struct Route {
     pub keep_alive: Option<Duration>,
     /// Binds session ids to the token subject (`sessionBinding`).
     pub session_binding: Option<SessionBinding>,
+    /// The upstream's own credential (`outboundAuth`, SPEC §13).
+    pub outbound: Option<crate::outbound::OutboundAuth>,
 }
 
 /// What the request asks of the route.

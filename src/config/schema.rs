@@ -16,8 +16,8 @@ use serde::de::{self, Visitor};
 
 use super::file::{
     AdminFile, AuthorizerConfiguration, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
-    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, RouteFile,
-    SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
+    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, OutboundAuthFile,
+    RouteFile, SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
 };
 use super::locate::{Index, Kind, Node, YPath};
 
@@ -41,11 +41,12 @@ pub(super) enum Struct {
     ClaimMatchValueUnion,
     Upstream,
     SessionBinding,
+    OutboundAuth,
 }
 
 /// Every struct, for tests that go through all of them.
 #[cfg(test)]
-pub(super) const ALL: [Struct; 17] = [
+pub(super) const ALL: [Struct; 18] = [
     Struct::Root,
     Struct::Tls,
     Struct::Admin,
@@ -63,6 +64,7 @@ pub(super) const ALL: [Struct; 17] = [
     Struct::ClaimMatchValueUnion,
     Struct::Upstream,
     Struct::SessionBinding,
+    Struct::OutboundAuth,
 ];
 
 /// What a key holds, as far as unknown keys are concerned.
@@ -91,6 +93,7 @@ fn child(parent: Struct, key: &str) -> Shape {
         (T::Route, "authorizerConfiguration") => S(T::AuthorizerConfiguration),
         (T::Route, "upstream") => S(T::Upstream),
         (T::Route, "sessionBinding") => S(T::SessionBinding),
+        (T::Route, "outboundAuth") => S(T::OutboundAuth),
         (T::AuthorizerConfiguration, "customJwtAuthorizer" | "customJWTAuthorizer") => {
             S(T::CustomJwt)
         }
@@ -122,6 +125,7 @@ pub(super) fn fields(s: Struct) -> &'static [&'static str] {
         Struct::ClaimMatchValueUnion => fields_of::<ClaimMatchValueUnion>(),
         Struct::Upstream => fields_of::<UpstreamFile>(),
         Struct::SessionBinding => fields_of::<SessionBindingFile>(),
+        Struct::OutboundAuth => fields_of::<OutboundAuthFile>(),
     }
 }
 

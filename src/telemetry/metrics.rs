@@ -73,6 +73,12 @@ struct DropLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     issuer: String,
     result: &'static str,
@@ -97,6 +103,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     spans_exported: Counter,
     spans_dropped: Family<DropLabel, Counter>,
+    outbound_tokens: Family<OutboundLabels, Counter>,
 }
 
 fn auth_histogram() -> Histogram {
@@ -131,6 +138,12 @@ impl Metrics {
         let access_log_dropped = Counter::default();
         let spans_exported = Counter::default();
         let spans_dropped = Family::<DropLabel, Counter>::default();
+        let outbound_tokens = Family::<OutboundLabels, Counter>::default();
+        registry.register(
+            "gatehouse_outbound_tokens",
+            "Outbound credentials (SPEC §13), by route and result (hit, issued, refused, error)",
+            outbound_tokens.clone(),
+        );
         // Present from the start at 0, so rate() and alerts work before the first drop.
         for reason in SPAN_DROP_REASONS {
             let _ = spans_dropped.get_or_create(&DropLabel { reason });
@@ -209,6 +222,23 @@ impl Metrics {
             access_log_dropped,
             spans_exported,
             spans_dropped,
+            outbound_tokens,
+        }
+    }
+
+    /// `gatehouse_outbound_tokens_total` of one route with `outboundAuth`, resolved once.
+    pub fn outbound_counters(&self, route: &str) -> crate::outbound::OutboundCounters {
+        let counter = |result| {
+            self.outbound_tokens.get_or_create_owned(&OutboundLabels {
+                route: route.to_owned(),
+                result,
+            })
+        };
+        crate::outbound::OutboundCounters {
+            hit: counter("hit"),
+            issued: counter("issued"),
+            refused: counter("refused"),
+            error: counter("error"),
         }
     }
 

@@ -18,6 +18,7 @@ mod hostile;
 mod keys;
 mod load;
 mod mcp;
+mod outbound;
 mod reload;
 mod replicas;
 mod rollout;

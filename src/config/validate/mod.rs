@@ -27,12 +27,15 @@ use super::units::DurationStr;
 
 mod authorizer;
 pub mod headers;
+mod outbound;
 mod route;
 mod syntax;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_authorizer;
+#[cfg(test)]
+mod tests_outbound;
 #[cfg(test)]
 mod tests_route;
 
