@@ -7,9 +7,11 @@
 #      (tests/edge/soak.rs: 60 s at 500 req/s by default; GATEHOUSE_SOAK_SECONDS and
 #      GATEHOUSE_SOAK_RATE change it), ignored by a plain `cargo test`, one at a time so the
 #      memory they measure is theirs,
-#   5. a short fuzzing run of every target (scripts/fuzz.sh; FUZZ_SECONDS per target, 30 by
+#   5. the Kubernetes manifests (deploy/kubernetes/test: rendered with kubectl kustomize,
+#      validated against the Kubernetes OpenAPI schemas, their config through gatehouse validate),
+#   6. a short fuzzing run of every target (scripts/fuzz.sh; FUZZ_SECONDS per target, 30 by
 #      default, 0 skips it),
-#   6. the interop tier against real third-party peers (tests/interop).
+#   7. the interop tier against real third-party peers (tests/interop).
 # Load and fault tests only target 127.0.0.1 and stop by themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,10 @@ cargo test --doc
 
 step "slow tier: load, resource and soak tests"
 cargo test --test edge -- --ignored --test-threads=1 --nocapture
+
+step "kubernetes manifests: render, schemas, gatehouse validate"
+(cd deploy/kubernetes/test && npm ci --no-audit --no-fund --loglevel=error)
+GATEHOUSE_BIN="$PWD/target/debug/gatehouse" node deploy/kubernetes/test/check.mjs
 
 fuzz_seconds=${FUZZ_SECONDS:-30}
 if [[ "$fuzz_seconds" != 0 ]]; then

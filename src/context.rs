@@ -81,6 +81,40 @@ impl AuthRecord {
     }
 }
 
+/// What the outbound phase's acquisition of the upstream's credential came to (SPEC §13):
+/// the `result` label of `gatehouse_outbound_tokens_total` and of the
+/// `gatehouse.token_exchange` span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundResult {
+    /// Cached, or fetched by a concurrent request this one waited for.
+    Hit,
+    /// Fetched by this request.
+    Issued,
+    /// The endpoint refused (403).
+    Refused,
+    /// No credential for another reason (503).
+    Error,
+}
+
+impl OutboundResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Issued => "issued",
+            Self::Refused => "refused",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One acquisition of the upstream's credential, for the `gatehouse.token_exchange` span.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboundRecord {
+    pub result: OutboundResult,
+    pub started: Instant,
+    pub duration: Duration,
+}
+
 /// One request as the edge saw it. Each phase sets the facts it learns, once.
 #[derive(Debug)]
 pub struct RequestRecord {
@@ -104,6 +138,8 @@ pub struct RequestRecord {
     throttled: OnceLock<Arc<str>>,
     upstream_status: AtomicU16,
     upstream_duration_us: AtomicU64,
+    /// The outbound credential (SPEC §13), on routes with `outboundAuth`.
+    outbound: OnceLock<OutboundRecord>,
     pub bytes_in: AtomicU64,
     finished: AtomicBool,
     /// Only for requests whose spans are exported (sampled, and an exporter configured).
@@ -136,6 +172,7 @@ impl RequestRecord {
             throttled: OnceLock::new(),
             upstream_status: AtomicU16::new(0),
             upstream_duration_us: AtomicU64::new(0),
+            outbound: OnceLock::new(),
             bytes_in: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             capture,
@@ -218,6 +255,12 @@ impl RequestRecord {
         if let Some(capture) = self.capture() {
             capture.set_upstream_arn(arn.clone());
         }
+    }
+    pub fn set_outbound(&self, outbound: OutboundRecord) {
+        let _ = self.outbound.set(outbound);
+    }
+    pub fn outbound(&self) -> Option<&OutboundRecord> {
+        self.outbound.get()
     }
     pub fn upstream_status(&self) -> Option<u16> {
         match self.upstream_status.load(Ordering::Relaxed) {

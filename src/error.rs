@@ -29,6 +29,7 @@ use crate::auth::{AuthError, AuthOutcome};
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
 use crate::forward::body::{BodyTooLarge, ClientBodyError};
+use crate::outbound::OutboundError;
 use crate::quota::QuotaError;
 use crate::route::Protocol;
 
@@ -54,6 +55,10 @@ pub enum ErrorReason {
     Throttled,
     /// The quota store failed and `onError: deny` (503).
     QuotaStoreUnavailable,
+    /// The token endpoint refused the upstream's credential (SPEC §13).
+    OutboundRefused,
+    /// The upstream's credential could not be obtained (SPEC §13).
+    OutboundUnavailable,
     UpstreamTimeout,
     UpstreamSigning,
     UpstreamUnreachable,
@@ -76,6 +81,8 @@ impl ErrorReason {
             Self::SessionNotBound => "session_not_bound",
             Self::Throttled => "throttled",
             Self::QuotaStoreUnavailable => "quota_store_unavailable",
+            Self::OutboundRefused => "outbound_refused",
+            Self::OutboundUnavailable => "outbound_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamSigning => "upstream_signing",
             Self::UpstreamUnreachable => "upstream_unreachable",
@@ -152,6 +159,8 @@ pub enum ProxyError {
     },
     /// Over a quota (SPEC §12) or `authFailuresPerIp`, or the quota store failed closed.
     Quota(QuotaError),
+    /// The upstream's own credential could not be obtained (SPEC §13): nothing forwarded.
+    Outbound(OutboundError),
 }
 
 impl ProxyError {
@@ -176,6 +185,8 @@ impl ProxyError {
             Self::SessionNotBound { .. } => ErrorReason::SessionNotBound,
             Self::Quota(QuotaError::Throttled { .. }) => ErrorReason::Throttled,
             Self::Quota(QuotaError::StoreUnavailable) => ErrorReason::QuotaStoreUnavailable,
+            Self::Outbound(OutboundError::Refused(_)) => ErrorReason::OutboundRefused,
+            Self::Outbound(OutboundError::Unavailable(_)) => ErrorReason::OutboundUnavailable,
             Self::Upstream(UpstreamError::Timeout(_)) => ErrorReason::UpstreamTimeout,
             Self::Upstream(UpstreamError::Signing(_)) => ErrorReason::UpstreamSigning,
             Self::Upstream(UpstreamError::Unreachable(_)) => ErrorReason::UpstreamUnreachable,
@@ -241,6 +252,27 @@ impl ProxyError {
                 "This session id was not issued to this caller: send none to be given one.".into(),
                 None,
             ),
+            // The caller's token was valid, but the identity provider will not issue the
+            // upstream's credential for it: the OAuth error code says why.
+            Self::Outbound(OutboundError::Refused(code)) => (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                format!("The identity provider refused the credential for the agent: {code}.")
+                    .into(),
+                None,
+            ),
+            Self::Outbound(OutboundError::Unavailable(_)) => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailableException",
+                    "The credential for the agent could not be obtained from the identity provider; retry shortly.",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                return response;
+            }
             Self::BadRequest(message) => (
                 StatusCode::BAD_REQUEST,
                 "ValidationException",
@@ -584,6 +616,32 @@ mod tests {
         assert_eq!(
             (status, kind.as_str()),
             (503, "ServiceUnavailableException")
+        );
+    }
+
+    #[tokio::test]
+    async fn outbound_rows() {
+        let (status, kind, www, body) = parts(ProxyError::Outbound(OutboundError::Refused(
+            "invalid_grant".into(),
+        )))
+        .await;
+        assert_eq!(
+            (status, kind.as_str(), www),
+            (403, "AccessDeniedException", None)
+        );
+        assert!(body["message"].as_str().unwrap().contains("invalid_grant"));
+        let response = ProxyError::Outbound(OutboundError::Unavailable("HTTP 502 from idp".into()))
+            .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+        assert_eq!(
+            response.headers()[&X_AMZN_ERROR_TYPE],
+            "ServiceUnavailableException"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("502"),
+            "internal reason stays in the log"
         );
     }
 

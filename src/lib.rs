@@ -3,10 +3,10 @@
 //! Every request on the public listener takes one path, composed in [`stack`]:
 //!
 //! ```text
-//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ quota ─▶ enrich ─▶ forward ─▶ agent
+//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ quota ─▶ enrich ─▶ outbound ─▶ forward ─▶ agent
 //! ```
 //!
-//! - [`server`]: listeners, TLS, HTTP/1.1 + h2, graceful drain.
+//! - [`server`]: listeners, TLS, HTTP/1.1 + h2, lingering close, graceful drain.
 //! - [`telemetry::record`]: opens the per-request record (`context`); errors become responses
 //!   ([`error`]); the access log and metrics are written when the response body ends.
 //! - `route`: path → `Route`, or its OAuth protected resource metadata.
@@ -15,6 +15,8 @@
 //! - [`session`]: session ids bound to the caller; every rule about session ids.
 //! - [`quota`]: rate and concurrency limits per key, local or shared through Redis (429).
 //! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
+//! - [`outbound`]: the upstream's own credential (RFC 8693 token exchange or client
+//!   credentials) in place of the caller's token, where the route says so.
 //! - [`forward`]: the pooled upstream client sending to the route's `upstream`; bodies stream
 //!   both ways.
 //!
@@ -44,6 +46,7 @@ mod hop;
 mod limits;
 pub mod mcp;
 mod metadata;
+pub mod outbound;
 mod phase;
 pub mod quota;
 mod route;

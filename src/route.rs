@@ -55,6 +55,8 @@ pub struct Route {
     pub session_binding: Option<SessionBinding>,
     /// The quota rules that apply on this route (global and its own); `None`: no quotas.
     pub quotas: Option<Arc<crate::quota::policy::RouteQuotas>>,
+    /// The upstream's own credential (`outboundAuth`, SPEC §13).
+    pub outbound: Option<crate::outbound::OutboundAuth>,
 }
 
 /// What the request asks of the route.

@@ -8,28 +8,41 @@
 //! rapid-reset protection is on. `maxConnections` bounds open connections: beyond it, new
 //! connections wait in the kernel's accept queue.
 //!
-//! Drain (SIGTERM/SIGINT): stop accepting, let in-flight requests and streams finish for up to
-//! `shutdownGracePeriod`, then return.
+//! Every accepted socket closes by lingering (`linger`): after the last response it half-closes
+//! and reads what the client still sends, so an early 431/413/401 reaches a client that is
+//! still writing its request instead of a reset.
+//!
+//! Drain (SIGTERM/SIGINT, `drain`): stop accepting, serve the open connections' next requests
+//! with `Connection: close` (HTTP/1.1) or send GOAWAY (HTTP/2), close idle ones after a short
+//! bound, and return when the last one is gone or at `shutdownGracePeriod`.
+
+mod drain;
+mod linger;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::Request;
+use futures_util::FutureExt;
+use http::header::{CONNECTION, HeaderValue};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::app::App;
 use crate::context::ConnInfo;
 use crate::settings::Startup;
+use drain::{DRAIN_IDLE, Drain, Watcher};
+use linger::Lingering;
 
 /// HTTP/2 streams one client connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -104,7 +117,7 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(parser_limit).unwrap_or(u32::MAX));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    let drain = Drain::new();
     let permits = Arc::new(Semaphore::new(
         usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
     ));
@@ -114,7 +127,7 @@ pub async fn serve(
             app: app.clone(),
             builder: builder.clone(),
             tls: tls.clone(),
-            graceful: graceful.clone(),
+            watcher: drain.watcher(),
             permits: permits.clone(),
             handshake_timeout: limits.header_read_timeout,
         };
@@ -134,12 +147,14 @@ pub async fn serve(
 
     shutdown.await;
     tracing::info!(grace_seconds = startup.shutdown_grace.as_secs(), "draining");
+    // Listeners close first (new connections are refused from here on), then the open ones
+    // are told to finish.
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    match tokio::time::timeout(startup.shutdown_grace, graceful.shutdown()).await {
+    drain.start();
+    match tokio::time::timeout(startup.shutdown_grace, drain.finished()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
@@ -150,7 +165,7 @@ struct AcceptContext {
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
-    graceful: Arc<GracefulShutdown>,
+    watcher: Watcher,
     permits: Arc<Semaphore>,
     handshake_timeout: Duration,
 }
@@ -166,7 +181,7 @@ async fn accept_loop(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -178,47 +193,112 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(remote, context.tls.is_some());
-        let service = crate::stack::build::<Incoming>(context.app.clone());
-        let hyper_service = service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(info.clone());
-            service.clone().oneshot(request)
-        });
-        match &context.tls {
-            None => {
-                let connection = context
-                    .builder
-                    .serve_connection(TokioIo::new(stream), hyper_service)
-                    .into_owned();
-                let connection = context.graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = context.builder.clone();
-                let graceful = context.graceful.clone();
-                let timeout = context.handshake_timeout;
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
-                    let Ok(Ok(tls_stream)) = handshake else {
-                        tracing::debug!(%remote, "TLS handshake failed or timed out");
-                        return;
-                    };
-                    let connection = builder
-                        .serve_connection(TokioIo::new(tls_stream), hyper_service)
-                        .into_owned();
-                    let _ = graceful.watch(connection).await;
-                    drop(permit);
-                });
-            }
+        tokio::spawn(connection(&context, stream, remote, Some(permit)));
+    }
+    // Connections the kernel completed but nobody accepted yet would be reset when the
+    // listener closes, and their clients would see a read error rather than a refused
+    // connect: take them in and serve them like the other draining connections. The permit
+    // limit no longer applies; the drain bounds them.
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    while let Ok((stream, remote)) = listener.accept() {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            tokio::spawn(connection(&context, stream, remote, None));
         }
     }
+}
+
+/// One client connection, from the accepted socket to its close.
+fn connection(
+    context: &AcceptContext,
+    stream: TcpStream,
+    remote: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let _ = stream.set_nodelay(true);
+    let stream = Lingering::new(stream);
+    let info = ConnInfo::new(remote, context.tls.is_some());
+    let service = crate::stack::build::<Incoming>(context.app.clone());
+    let draining = context.watcher.flag();
+    let hyper_service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(info.clone());
+        let http1 = request.version() < Version::HTTP_2;
+        let draining = draining.clone();
+        service.clone().oneshot(request).map(move |mut result| {
+            // Draining: this HTTP/1.1 response is the connection's last (hyper closes after
+            // a response that says so); HTTP/2 has GOAWAY instead.
+            if http1
+                && draining.load(Ordering::Relaxed)
+                && let Ok(response) = &mut result
+            {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            result
+        })
+    });
+    let builder = context.builder.clone();
+    let tls = context.tls.clone();
+    let timeout = context.handshake_timeout;
+    let watcher = context.watcher.clone();
+    async move {
+        match tls {
+            None => serve_connection(builder, stream, hyper_service, watcher, false).await,
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+                let Ok(Ok(tls_stream)) = handshake else {
+                    tracing::debug!(%remote, "TLS handshake failed or timed out");
+                    return;
+                };
+                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_connection(builder, tls_stream, hyper_service, watcher, h2).await;
+            }
+        }
+        drop(permit);
+    }
+}
+
+/// Runs hyper on one connection until it closes, and drains it when the drain starts (see
+/// the `drain` module for why HTTP/1.1 waits for an idle moment and HTTP/2 does not).
+async fn serve_connection<I, S, B>(
+    builder: auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    mut watcher: Watcher,
+    h2: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = watcher.started() => {}
+    }
+    if !h2 {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            () = tokio::time::sleep(DRAIN_IDLE) => {}
+        }
+    }
+    // HTTP/1.1: closes the connection if idle, or after the response in flight; HTTP/2: GOAWAY.
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

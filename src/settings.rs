@@ -457,6 +457,13 @@ fn compile_route(
             &shared.metrics,
         )
         .map_err(|e| format!("route {name}: quotas: {e}"))?;
+    let outbound = match &route.outbound_auth {
+        Some(file) => Some(
+            compile_outbound(file, name, auth.as_ref(), limits, shared)
+                .map_err(|e| format!("route {name}: outboundAuth: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -471,6 +478,7 @@ fn compile_route(
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
         session_binding,
         quotas,
+        outbound,
     })
 }
 
@@ -612,4 +620,61 @@ fn claim_rule(claim: &CustomClaim) -> Result<ClaimRule, String> {
         }),
         other => Err(format!("custom claim {name}: unknown operator {other}")),
     }
+}
+
+/// `outboundAuth` (SPEC §13). The cache and the concurrency bound are per route and start
+/// empty on every reload (a reload may change the endpoint, client or audience).
+fn compile_outbound(
+    file: &crate::config::file::OutboundAuthFile,
+    route: &str,
+    auth: Option<&Authorizer>,
+    limits: &Limits,
+    shared: &Shared,
+) -> Result<crate::outbound::OutboundAuth, String> {
+    use crate::outbound::{Endpoint, Kind, OutboundAuth};
+    let kind = match file.kind.as_str() {
+        "tokenExchange" => Kind::TokenExchange,
+        "clientCredentials" => Kind::ClientCredentials,
+        other => return Err(format!("unknown type {other:?}")),
+    };
+    let endpoint = match (&file.token_endpoint, auth) {
+        (Some(url), _) => Endpoint::Fixed(
+            url.parse()
+                .map_err(|_| format!("tokenEndpoint {url:?} is not a URL"))?,
+        ),
+        (None, Some(authorizer)) => Endpoint::Discovered(authorizer.issuer.clone()),
+        (None, None) => return Err("tokenEndpoint is required".into()),
+    };
+    let request = crate::outbound::client::TokenRequest::new(
+        &file.client_id,
+        &file.client_secret.0,
+        file.audience.as_deref(),
+        file.resource.as_deref(),
+        file.scope.as_deref(),
+    )?;
+    // Never longer than the request itself may take.
+    let timeout = file
+        .timeout
+        .map_or(defaults::OUTBOUND_TIMEOUT, |d| d.0)
+        .min(limits.request_timeout);
+    let concurrency = file
+        .max_concurrency
+        .unwrap_or(defaults::OUTBOUND_MAX_CONCURRENCY)
+        .max(1);
+    Ok(OutboundAuth {
+        kind,
+        endpoint,
+        request,
+        timeout,
+        permits: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(concurrency).unwrap_or(1),
+        )),
+        cache: crate::outbound::cache::OutboundCache::new(
+            file.cache_max_entries
+                .unwrap_or(defaults::OUTBOUND_CACHE_MAX_ENTRIES)
+                .max(1),
+        ),
+        fetcher: shared.fetcher.clone(),
+        counters: shared.metrics.outbound_counters(route),
+    })
 }

@@ -2,7 +2,7 @@
 //! the socket to the upstream; each layer says what it needs from the ones above it.
 //!
 //! ```text
-//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ Quota ─▶ Enrich ─▶ Forward ─▶ agent
+//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ Quota ─▶ Enrich ─▶ Outbound ─▶ Forward ─▶ agent
 //!         ◀─ (error → response, decorate, log at body end) ◀──────── streaming response ◀──
 //! ```
 
@@ -22,6 +22,7 @@ use crate::enrich::Enrich;
 use crate::forward::Forward;
 use crate::limits::RequestLimits;
 use crate::metadata::MetadataLayer;
+use crate::outbound::OutboundLayer;
 use crate::phase::Phase;
 use crate::quota::QuotaLayer;
 use crate::route::Routing;
@@ -68,6 +69,11 @@ where
         .layer(QuotaLayer)
         // Needs the Principal (identity headers, baggage) and the record (ids, trace).
         .layer(Phase(Enrich))
+        // Needs the enriched headers (it sets Authorization after Enrich rebuilt them) and
+        // the caller's token that Auth handed over. Routes with outboundAuth get the
+        // upstream's own credential (RFC 8693 exchange or client credentials), or a 403/503
+        // and nothing forwarded; other routes pass without a boxed future.
+        .layer(OutboundLayer)
         // Needs the enriched request; streams it to the route's upstream and back.
         .service(Forward)
 }

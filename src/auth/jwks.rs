@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -85,10 +85,11 @@ impl fmt::Display for FetchError {
     }
 }
 
-/// The outbound HTTP(S) client for discovery documents and JWKS.
+/// The outbound HTTP(S) client for discovery documents, JWKS and token endpoints
+/// ([`crate::outbound`]).
 #[derive(Clone, Debug)]
 pub struct Fetcher {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Default for Fetcher {
@@ -119,7 +120,7 @@ impl Fetcher {
                 http::header::USER_AGENT,
                 concat!("gatehouse/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::new())
+            .body(Full::default())
             .map_err(|e| FetchError::Invalid(e.to_string()))?;
         let exchange = async {
             let response = self
@@ -160,6 +161,58 @@ impl Fetcher {
     }
 }
 
+impl Fetcher {
+    /// POSTs an `application/x-www-form-urlencoded` body (a token request) with the given
+    /// `Authorization`, within `timeout`; returns the status and at most 1 MiB of body,
+    /// whatever the status (token endpoints explain refusals in 4xx bodies).
+    pub async fn post_form(
+        &self,
+        uri: &Uri,
+        authorization: &http::HeaderValue,
+        form: Bytes,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), FetchError> {
+        let request = http::Request::post(uri.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::AUTHORIZATION, authorization.clone())
+            .header(
+                http::header::USER_AGENT,
+                concat!("gatehouse/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(form))
+            .map_err(|e| FetchError::Invalid(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError::Connect(error_chain(&e)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        FetchError::TooLarge
+                    } else {
+                        FetchError::Connect(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| FetchError::Timeout(timeout))?
+    }
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -191,11 +244,14 @@ fn max_age(value: &str) -> Option<Duration> {
     })
 }
 
-/// The discovery document's two members gatehouse uses.
+/// The discovery document's members gatehouse uses.
 #[derive(Debug, Clone)]
 struct Discovery {
     issuer: Arc<str>,
     jwks_uri: Uri,
+    /// For `outboundAuth` without a `tokenEndpoint` (SPEC §13); same scheme rule as
+    /// `jwks_uri`. Absent or unusable: `None` (routes that need it answer 503).
+    token_endpoint: Option<Uri>,
 }
 
 fn parse_discovery(body: &[u8], discovery_url: &Uri) -> Result<Discovery, FetchError> {
@@ -220,9 +276,20 @@ fn parse_discovery(body: &[u8], discovery_url: &Uri) -> Result<Discovery, FetchE
             "discovery \"jwks_uri\" must be an https URL (http only when the discovery URL is http)".into(),
         ));
     }
+    let token_endpoint = doc
+        .get("token_endpoint")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Uri>().ok())
+        .filter(|uri| {
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let http_ok = uri.scheme() == Some(&http::uri::Scheme::HTTP)
+                && discovery_url.scheme() == Some(&http::uri::Scheme::HTTP);
+            (https || http_ok) && uri.host().is_some()
+        });
     Ok(Discovery {
         issuer: Arc::from(issuer),
         jwks_uri,
+        token_endpoint,
     })
 }
 
@@ -274,6 +341,8 @@ pub struct Issuer {
     pub label: String,
     config: ArcSwap<IssuerConfig>,
     keys: ArcSwapOption<KeySet>,
+    /// The discovery document's `token_endpoint`, read without the fetch lock.
+    token_endpoint: ArcSwapOption<Uri>,
     fetch: tokio::sync::Mutex<FetchState>,
     /// Start of the last fetch attempt, as nanoseconds since `epoch` (0 = never).
     last_attempt: AtomicU64,
@@ -313,6 +382,7 @@ impl Issuer {
             label,
             config: ArcSwap::from_pointee(config),
             keys: ArcSwapOption::empty(),
+            token_endpoint: ArcSwapOption::empty(),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             last_attempt: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -347,6 +417,7 @@ impl Issuer {
             discovery_url,
             config: ArcSwap::from_pointee(config),
             keys: ArcSwapOption::from_pointee(keys),
+            token_endpoint: ArcSwapOption::empty(),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             last_attempt: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -375,6 +446,11 @@ impl Issuer {
     pub fn fresh_keys(&self) -> Option<Arc<KeySet>> {
         let keys = self.keys.load_full()?;
         (self.fixed || keys.fetched_at.elapsed() <= self.config().max_staleness).then_some(keys)
+    }
+
+    /// The `token_endpoint` of the last discovery document, if it named a usable one.
+    pub fn token_endpoint(&self) -> Option<Arc<Uri>> {
+        self.token_endpoint.load_full()
     }
 
     /// Usable keys for a request, fetching (coalesced, rate-limited) when there are none.
@@ -504,6 +580,8 @@ impl Issuer {
             {
                 Ok((body, _)) => match parse_discovery(&body, &self.discovery_url) {
                     Ok(discovery) => {
+                        self.token_endpoint
+                            .store(discovery.token_endpoint.clone().map(Arc::new));
                         state.discovery = Some(discovery);
                         state.discovery_at = Some(Instant::now());
                     }

@@ -30,7 +30,7 @@ use http::{HeaderMap, Request, Response};
 use jsonwebtoken::Algorithm;
 use tower::{Layer, Service};
 
-use self::cache::{CachedToken, TokenCache};
+use self::cache::{CachedToken, TokenCache, TokenHash};
 use self::challenge::Challenge;
 use self::claims::Claims;
 use self::failures::FailureBudget;
@@ -181,24 +181,39 @@ impl Authorizer {
         headers: &HeaderMap,
         cache: &TokenCache,
     ) -> Result<Principal, AuthError> {
+        self.authenticate_hashed(headers, cache)
+            .await
+            .map(|(principal, _)| principal)
+    }
+
+    /// [`Self::authenticate`], also returning the token's SHA-256 when the verified-token
+    /// cache computed it (the outbound phase keys its cache by the same digest).
+    pub async fn authenticate_hashed(
+        &self,
+        headers: &HeaderMap,
+        cache: &TokenCache,
+    ) -> Result<(Principal, Option<TokenHash>), AuthError> {
         let token = token::bearer(headers)?;
         let now = unix_now();
         let hash = cache.enabled().then(|| TokenCache::hash(token));
         if let Some(hit) = hash.as_ref().and_then(|h| cache.get(h))
             && let Some(principal) = self.accept_cached(&hit, now)?
         {
-            return Ok(principal);
+            return Ok((principal, hash));
         }
         let verified = Arc::new(self.verify(token, now).await?);
         if let Some(hash) = hash {
             cache.insert(hash, verified.clone());
         }
-        Ok(Principal {
-            claims: verified.claims.clone(),
-            cache_hit: false,
-            kid: verified.key.kid.clone(),
-            alg: verified.alg,
-        })
+        Ok((
+            Principal {
+                claims: verified.claims.clone(),
+                cache_hit: false,
+                kid: verified.key.kid.clone(),
+                alg: verified.alg,
+            },
+            hash,
+        ))
     }
 
     /// The route's policy (allowed audience, clients, scopes, custom claims), checked on
@@ -418,16 +433,34 @@ where
             }
             let started = Instant::now();
             // Authenticated but refused principals are kept for the record: who was denied.
-            let result = match authorizer.authenticate(request.headers(), &cache).await {
-                Ok(principal) => match authorizer.authorize(&principal) {
-                    Ok(()) => Ok(principal),
+            let result = match authorizer
+                .authenticate_hashed(request.headers(), &cache)
+                .await
+            {
+                Ok((principal, hash)) => match authorizer.authorize(&principal) {
+                    Ok(()) => Ok((principal, hash)),
                     Err(error) => Err((error, Some(principal))),
                 },
                 Err(error) => Err((error, None)),
             };
             let duration = started.elapsed();
             match result {
-                Ok(principal) => {
+                Ok((principal, hash)) => {
+                    // Routes that exchange the caller's token (SPEC §13) get it handed over;
+                    // the others never hold a copy.
+                    if route.outbound.as_ref().is_some_and(|o| o.needs_subject())
+                        && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
+                    {
+                        let hash = hash.unwrap_or_else(|| {
+                            TokenCache::hash(token::bearer(request.headers()).unwrap_or_default())
+                        });
+                        let subject = crate::outbound::SubjectToken::new(
+                            header.clone(),
+                            hash,
+                            principal.claims.exp,
+                        );
+                        request.extensions_mut().insert(subject);
+                    }
                     record.set_auth(principal.record(AuthOutcome::Ok, duration));
                     request.extensions_mut().insert(principal);
                     inner.call(request).await

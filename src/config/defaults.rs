@@ -39,6 +39,14 @@ pub const HTTP_UPSTREAM_PATH: &str = "/invocations";
 /// Upstream path of `MCP` routes (Streamable HTTP).
 pub const MCP_UPSTREAM_PATH: &str = "/mcp";
 
+// outboundAuth (SPEC §13).
+/// One token request, including the wait for a free slot.
+pub const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Token requests in flight to the endpoint, per route.
+pub const OUTBOUND_MAX_CONCURRENCY: u32 = 16;
+/// Tokens cached per route.
+pub const OUTBOUND_CACHE_MAX_ENTRIES: u64 = 10_000;
+
 /// The path a route answers on when it sets none: `/runtimes/{name}/invocations`, as
 /// AgentCore's data plane.
 pub fn route_path(name: &str) -> String {

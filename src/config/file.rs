@@ -225,6 +225,8 @@ pub struct RouteFile {
     pub keep_alive: Option<DurationStr>,
     /// This route's own quota rules, added to the global ones.
     pub quotas: Option<RouteQuotasFile>,
+    /// The credential the upstream gets instead of the caller's token (SPEC §13).
+    pub outbound_auth: Option<OutboundAuthFile>,
 }
 
 /// `authorizerConfiguration`, pasted from AgentCore.
@@ -363,4 +365,44 @@ pub struct QuotaRuleFile {
 pub struct QuotaMatchFile {
     pub method: Option<String>,
     pub name: Option<String>,
+}
+
+/// `outboundAuth` (SPEC §13): an RFC 8693 token exchange or a client-credentials token, sent
+/// upstream as `Authorization: Bearer` in place of the caller's token.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundAuthFile {
+    /// `tokenExchange` or `clientCredentials`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Default: the `token_endpoint` of the route's issuer (its discovery document).
+    pub token_endpoint: Option<String>,
+    #[serde(default)]
+    pub client_id: String,
+    /// Sent with `client_secret_basic`; usually `${EDGE_CLIENT_SECRET}`.
+    #[serde(default)]
+    pub client_secret: Secret,
+    /// RFC 8693 `audience` of the new token.
+    pub audience: Option<String>,
+    /// RFC 8707 `resource` of the new token.
+    pub resource: Option<String>,
+    /// Space-separated scopes to ask for.
+    pub scope: Option<String>,
+    /// One token request, including the wait for a free slot (default 5s).
+    pub timeout: Option<DurationStr>,
+    /// Token requests in flight to the endpoint for this route (default 16).
+    pub max_concurrency: Option<u32>,
+    /// Tokens cached for this route (default 10000).
+    pub cache_max_entries: Option<u64>,
+}
+
+/// A configuration secret: its `Debug` never shows it.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }

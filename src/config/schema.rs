@@ -16,9 +16,9 @@ use serde::de::{self, Visitor};
 
 use super::file::{
     AdminFile, AuthorizerConfiguration, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
-    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, QuotaMatchFile,
-    QuotaRuleFile, QuotaStoreFile, QuotasFile, RouteFile, RouteQuotasFile, SessionBindingFile,
-    TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
+    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, OutboundAuthFile,
+    QuotaMatchFile, QuotaRuleFile, QuotaStoreFile, QuotasFile, RouteFile, RouteQuotasFile,
+    SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
 };
 use super::locate::{Index, Kind, Node, YPath};
 
@@ -47,11 +47,12 @@ pub(super) enum Struct {
     QuotaStore,
     QuotaRule,
     QuotaMatch,
+    OutboundAuth,
 }
 
 /// Every struct, for tests that go through all of them.
 #[cfg(test)]
-pub(super) const ALL: [Struct; 22] = [
+pub(super) const ALL: [Struct; 23] = [
     Struct::Root,
     Struct::Tls,
     Struct::Admin,
@@ -74,6 +75,7 @@ pub(super) const ALL: [Struct; 22] = [
     Struct::QuotaStore,
     Struct::QuotaRule,
     Struct::QuotaMatch,
+    Struct::OutboundAuth,
 ];
 
 /// What a key holds, as far as unknown keys are concerned.
@@ -107,6 +109,7 @@ fn child(parent: Struct, key: &str) -> Shape {
         (T::Quotas, "store") => S(T::QuotaStore),
         (T::Quotas | T::RouteQuotas, "rules") => SeqOf(T::QuotaRule),
         (T::QuotaRule, "match") => S(T::QuotaMatch),
+        (T::Route, "outboundAuth") => S(T::OutboundAuth),
         (T::AuthorizerConfiguration, "customJwtAuthorizer" | "customJWTAuthorizer") => {
             S(T::CustomJwt)
         }
@@ -143,6 +146,7 @@ pub(super) fn fields(s: Struct) -> &'static [&'static str] {
         Struct::QuotaStore => fields_of::<QuotaStoreFile>(),
         Struct::QuotaRule => fields_of::<QuotaRuleFile>(),
         Struct::QuotaMatch => fields_of::<QuotaMatchFile>(),
+        Struct::OutboundAuth => fields_of::<OutboundAuthFile>(),
     }
 }
 

@@ -3,7 +3,8 @@
 use super::defaults;
 use super::file::FileConfig;
 
-/// One line per route: name, protocol, path, authorizer, upstream.
+/// One line per route: name, protocol, path, authorizer, upstream, and the outbound credential
+/// when the route has one.
 pub fn summary(file: &FileConfig) -> Vec<String> {
     file.routes
         .iter()
@@ -25,8 +26,12 @@ pub fn summary(file: &FileConfig) -> Vec<String> {
                     .or_else(|| u.agent_runtime_arn.clone())
                     .unwrap_or_default()
             });
+            let outbound = route
+                .outbound_auth
+                .as_ref()
+                .map_or_else(String::new, |o| format!(" outbound={}", o.kind));
             format!(
-                "route {} {} {path} auth={auth} upstream={upstream}",
+                "route {} {} {path} auth={auth} upstream={upstream}{outbound}",
                 route.name,
                 route.protocol.as_deref().unwrap_or(defaults::PROTOCOL)
             )

@@ -207,7 +207,7 @@ fn anchors_and_merges_work_and_are_checked() {
         errors(yaml),
         [
             "2:1: x-defaults: unknown key (expected one of: listen, publicUrl, tls, admin, shutdownGracePeriod, trustForwardedHeaders, watchConfig, limits, jwt, telemetry, cors, quotas, routes)",
-            "4:5: routes[0].typo: unknown key (expected one of: name, protocol, path, arn, authorizerType, authorizerConfiguration, requestHeaderAllowlist, userIdClaim, claimsToHeaders, claimsToBaggage, jwt, upstream, cors, defaultResource, sessionBinding, keepAlive, quotas)",
+            "4:5: routes[0].typo: unknown key (expected one of: name, protocol, path, arn, authorizerType, authorizerConfiguration, requestHeaderAllowlist, userIdClaim, claimsToHeaders, claimsToBaggage, jwt, upstream, cors, defaultResource, sessionBinding, keepAlive, quotas, outboundAuth)",
         ]
     );
 }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -375,7 +375,7 @@ fn discovery_document(state: &State, k: &Knobs) -> Value {
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", crate::outbound::client::TOKEN_EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "scopes_supported": ["openid"],
     })
@@ -507,7 +507,10 @@ fn huge_body(n: usize) -> Body {
 
 /// A minimal OAuth 2.0 client-credentials grant (RFC 6749 §4.4): any client id is accepted
 /// (this is a development issuer), `scope` is copied, `resource` (RFC 8707) or `audience`
-/// becomes `aud`.
+/// becomes `aud`. Also a minimal RFC 8693 token exchange: the `subject_token` must be a JWT of
+/// this issuer (its `iss`; being a development issuer, the signature is not re-checked) and
+/// its `sub` is copied, with `act: {sub: <client>}`; an `audience` of `refuse` answers
+/// `invalid_grant` (for tests of refusals).
 async fn token(state: &State, req: Request<Incoming>) -> Response<Body> {
     let bad = |error: &str, description: &str| {
         serve::json(
@@ -532,20 +535,24 @@ async fn token(state: &State, req: Request<Incoming>) -> Response<Body> {
     };
     let form = parse_form(&body);
     let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    if get("grant_type").as_deref() != Some("client_credentials") {
-        return bad(
-            "unsupported_grant_type",
-            "this development issuer only supports client_credentials",
-        );
-    }
+    let exchange = match get("grant_type").as_deref() {
+        Some("client_credentials") => false,
+        Some(crate::outbound::client::TOKEN_EXCHANGE_GRANT) => true,
+        _ => {
+            return bad(
+                "unsupported_grant_type",
+                "this development issuer supports client_credentials and token exchange",
+            );
+        }
+    };
     let Some(client_id) = get("client_id").or(basic_client) else {
         return bad("invalid_client", "client_id missing");
     };
     let scope = get("scope");
-    let opts = MintOptions {
+    let mut opts = MintOptions {
         iss: state.issuer(),
         sub: Some(client_id.clone()),
-        client_id: Some(client_id),
+        client_id: Some(client_id.clone()),
         scope: scope.clone(),
         aud: get("resource")
             .or_else(|| get("audience"))
@@ -553,6 +560,26 @@ async fn token(state: &State, req: Request<Incoming>) -> Response<Body> {
             .collect(),
         ..MintOptions::default()
     };
+    if exchange {
+        let subject = get("subject_token").unwrap_or_default();
+        if get("audience").as_deref() == Some("refuse") {
+            return bad("invalid_grant", "refused on request");
+        }
+        let claims = subject
+            .split('.')
+            .nth(1)
+            .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        let Some(claims) = claims.filter(|c| c["iss"] == state.issuer().as_str()) else {
+            return bad(
+                "invalid_grant",
+                "subject_token is not a token of this issuer",
+            );
+        };
+        opts.sub = claims["sub"].as_str().map(str::to_owned);
+        opts.claims
+            .push(("act".into(), json!({ "sub": client_id })));
+    }
     let key = state.knobs().primary.clone();
     match mint(&key, &opts) {
         Ok(token) => serve::json(

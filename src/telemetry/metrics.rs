@@ -84,6 +84,12 @@ struct DropLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     issuer: String,
     result: &'static str,
@@ -113,6 +119,7 @@ pub struct Metrics {
     pub quota_store_errors: Counter,
     /// Round trips to the quota store that answered.
     pub quota_store_duration: Histogram,
+    outbound_tokens: Family<OutboundLabels, Counter>,
 }
 
 fn auth_histogram() -> Histogram {
@@ -150,6 +157,12 @@ impl Metrics {
         let throttled = Family::<ThrottleLabels, Counter>::default();
         let quota_store_errors = Counter::default();
         let quota_store_duration = Histogram::new(STORE_BUCKETS);
+        let outbound_tokens = Family::<OutboundLabels, Counter>::default();
+        registry.register(
+            "gatehouse_outbound_tokens",
+            "Outbound credentials (SPEC §13), by route and result (hit, issued, refused, error)",
+            outbound_tokens.clone(),
+        );
         // Present from the start at 0, so rate() and alerts work before the first drop.
         for reason in SPAN_DROP_REASONS {
             let _ = spans_dropped.get_or_create(&DropLabel { reason });
@@ -246,6 +259,23 @@ impl Metrics {
             throttled,
             quota_store_errors,
             quota_store_duration,
+            outbound_tokens,
+        }
+    }
+
+    /// `gatehouse_outbound_tokens_total` of one route with `outboundAuth`, resolved once.
+    pub fn outbound_counters(&self, route: &str) -> crate::outbound::OutboundCounters {
+        let counter = |result| {
+            self.outbound_tokens.get_or_create_owned(&OutboundLabels {
+                route: route.to_owned(),
+                result,
+            })
+        };
+        crate::outbound::OutboundCounters {
+            hit: counter("hit"),
+            issued: counter("issued"),
+            refused: counter("refused"),
+            error: counter("error"),
         }
     }
 

@@ -39,7 +39,7 @@ use super::trace::Sampler;
 use crate::auth::AuthOutcome;
 use crate::auth::jwks::Reason;
 use crate::config::file::TelemetryFile;
-use crate::context::RequestRecord;
+use crate::context::{OutboundResult, RequestRecord};
 use crate::error::ErrorReason;
 use crate::route::Protocol;
 
@@ -479,6 +479,32 @@ impl Builder {
             self.fetch_span(fetch, context(id), parent, at(start))
         });
 
+        // gatehouse.token_exchange: the outbound credential (SPEC §13), never the token.
+        let exchange = record.outbound().map(|outbound| {
+            let start = outbound.started.saturating_duration_since(record.started);
+            let result = outbound.result;
+            let mut attributes = vec![
+                KeyValue::new("gatehouse.cache_hit", result == OutboundResult::Hit),
+                KeyValue::new("gatehouse.outbound.result", result.as_str()),
+            ];
+            let status = match result {
+                OutboundResult::Refused | OutboundResult::Error => {
+                    attributes.push(KeyValue::new("error.type", result.as_str()));
+                    Status::error(result.as_str())
+                }
+                OutboundResult::Hit | OutboundResult::Issued => Status::Unset,
+            };
+            let id = random_span_id();
+            self.span(
+                (context(id), server_id, false),
+                SpanKind::Internal,
+                Cow::Borrowed("gatehouse.token_exchange"),
+                (at(start), at(start + outbound.duration)),
+                attributes,
+                status,
+            )
+        });
+
         // The upstream client span: its id is the parent the upstream saw in `traceparent`.
         let upstream_failed = done.error.is_some_and(ErrorReason::upstream_failed);
         let upstream = (record.upstream_status().is_some() || upstream_failed)
@@ -546,6 +572,9 @@ impl Builder {
             out.push(span);
         } else if let Some(fetch) = fetch {
             out.push(fetch);
+        }
+        if let Some(exchange) = exchange {
+            out.push(exchange);
         }
         if let Some(upstream) = upstream {
             out.push(upstream);

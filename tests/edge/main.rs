@@ -9,6 +9,7 @@
 
 mod abuse;
 mod bench;
+mod closing;
 mod errors;
 mod faults;
 mod header_rules;
@@ -17,10 +18,12 @@ mod hostile;
 mod keys;
 mod load;
 mod mcp;
+mod outbound;
 mod quotas;
 mod quotas_redis;
 mod reload;
 mod replicas;
+mod rollout;
 mod sessions;
 mod soak;
 mod streams;

@@ -378,12 +378,12 @@ async fn the_script_takes_from_every_bucket_or_none() {
     // The refused decision took nothing from `wide`: its whole burst of 3 is still there.
     for _ in 0..3 {
         assert_eq!(
-            store.decide(&[wide.clone()], timeout).await,
+            store.decide(std::slice::from_ref(&wide), timeout).await,
             Ok(Verdict::Allow)
         );
     }
     assert!(matches!(
-        store.decide(&[wide.clone()], timeout).await,
+        store.decide(std::slice::from_ref(&wide), timeout).await,
         Ok(Verdict::Deny { index: 0, .. })
     ));
 }

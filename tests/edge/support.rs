@@ -409,6 +409,26 @@ impl Binary {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The configuration file the binary was started with (rewrite it, then SIGHUP).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gatehouse.yaml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the binary.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The binary's whole stderr (its own log).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("edge.stderr")).unwrap_or_default()
+    }
+
     /// A GET on the admin listener: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();

@@ -32,7 +32,7 @@ fn in_memory() -> (InMemorySpanExporter, SpanOutput) {
     (exporter, output)
 }
 
-async fn traced_edge(top: &str, routes: &str) -> (Edge, InMemorySpanExporter) {
+pub(crate) async fn traced_edge(top: &str, routes: &str) -> (Edge, InMemorySpanExporter) {
     let (exporter, output) = in_memory();
     let yaml =
         format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.2:0 }}\n{top}\nroutes:\n{routes}");
@@ -44,7 +44,11 @@ async fn traced_edge(top: &str, routes: &str) -> (Edge, InMemorySpanExporter) {
 }
 
 /// Flushes the edge's span queue until at least `n` spans arrived (or 5 s passed).
-async fn collect(edge: &Edge, exporter: &InMemorySpanExporter, n: usize) -> Vec<SpanData> {
+pub(crate) async fn collect(
+    edge: &Edge,
+    exporter: &InMemorySpanExporter,
+    n: usize,
+) -> Vec<SpanData> {
     let pipeline = edge.app.spans.as_ref().expect("span pipeline");
     for _ in 0..250 {
         pipeline.flush(Duration::from_secs(5)).await;
@@ -57,14 +61,14 @@ async fn collect(edge: &Edge, exporter: &InMemorySpanExporter, n: usize) -> Vec<
     exporter.get_finished_spans().unwrap()
 }
 
-fn attr(span: &SpanData, key: &str) -> Option<String> {
+pub(crate) fn attr(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
         .iter()
         .find(|kv| kv.key.as_str() == key)
         .map(|kv| kv.value.as_str().into_owned())
 }
 
-fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+pub(crate) fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 

@@ -14,5 +14,6 @@
 mod agentcore;
 mod mcp;
 mod otlp;
+mod outbound;
 mod sigv4;
 mod support;

@@ -48,7 +48,7 @@ fn client(program: &Path, script: &str, args: &[&str]) -> Value {
     value
 }
 
-fn python_client(args: &[&str]) -> Value {
+pub(crate) fn python_client(args: &[&str]) -> Value {
     client(&python(), "tests/interop/mcp/client.py", args)
 }
 
@@ -87,7 +87,7 @@ fn assert_streamed(progress: &Value) {
     }
 }
 
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(

@@ -27,6 +27,7 @@ use super::units::DurationStr;
 
 mod authorizer;
 pub mod headers;
+mod outbound;
 mod quotas;
 mod route;
 mod syntax;
@@ -34,6 +35,8 @@ mod syntax;
 mod tests;
 #[cfg(test)]
 mod tests_authorizer;
+#[cfg(test)]
+mod tests_outbound;
 #[cfg(test)]
 mod tests_quotas;
 #[cfg(test)]

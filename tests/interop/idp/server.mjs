@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // gatehouse interop peer: a real `oidc-provider` (the certified OpenID provider) for tests.
 //
-// Issues RFC 9068 JWT access tokens through the client_credentials grant, serves OIDC discovery
-// and JWKS, and rotates its signing keys at runtime through /__admin endpoints.
+// Issues RFC 9068 JWT access tokens through the client_credentials grant and, for the clients
+// named by --exchange-clients, the RFC 8693 token-exchange grant (registered through
+// oidc-provider's own extension point, registerGrantType); serves OIDC discovery and JWKS, and
+// rotates its signing keys at runtime through /__admin endpoints.
 //
 // Protocol with a test harness:
 //   stdout: exactly one line, `READY <base-url>`, once listening. Nothing else is ever written to
@@ -45,6 +47,13 @@ const HELP = `usage: node tests/interop/idp/server.mjs [options]
                         defaults: agent-client:agent-secret:invoke,read  other-client:other-secret:invoke,read
   --client-claims JSON  extra claims per client id, e.g. '{"agent-client":{"cognito:groups":["support"]}}'
                                                                    (env IDP_CLIENT_CLAIMS)
+  --exchange-clients LIST
+                        comma-separated client ids also allowed the RFC 8693 token-exchange grant
+                        (urn:ietf:params:oauth:grant-type:token-exchange): subject_token must be an
+                        access token this OP signed and that has not expired; audience or resource
+                        names the new token's audience (a configured --audience, or any URL with
+                        --any-resource); the new JWT has the subject's sub and
+                        act: {sub: <exchanging client>}           (env IDP_EXCHANGE_CLIENTS; default none)
   --jwks-max-age N      send Cache-Control: public, max-age=N on /jwks (default: no Cache-Control,
                         as oidc-provider itself)                   (env IDP_JWKS_MAX_AGE)
   --quiet               no per-request log lines on stderr         (env IDP_QUIET=1)
@@ -57,11 +66,16 @@ Admin endpoints (same listener, no auth; test use only):
   POST /__admin/rotate        new signing key (new kid) becomes current; old keys stay published
   POST /__admin/retire-old    publish only the current keys
   GET  /__admin/keys          {current:{RS256:kid,ES256:kid}, published:[kid...], generation}
-  POST /__admin/fault         JSON body {"jwks":FAULT,"discovery":FAULT}; {} clears. FAULT fields:
-                              delayMs (wait first), status (answer with it and an error JSON),
-                              body (+ optional status, contentType: answer with this body instead),
-                              drop (true: close the connection without an answer)
-  GET  /__admin/stats         request counts: {discovery, jwks, token, other}
+  POST /__admin/fault         JSON body {"jwks":FAULT,"discovery":FAULT,"exchange":FAULT}; {} clears.
+                              FAULT fields: delayMs (wait first), status (answer with it and an
+                              error JSON), body (+ optional status, contentType: answer with this
+                              body instead), drop (true: close the connection without an answer);
+                              for exchange also refuse (an OAuth error code, e.g. invalid_grant:
+                              answer 400 with it). Exchange faults apply to token-exchange requests
+                              only, after the client authenticated.
+  GET  /__admin/stats         request counts: {discovery, jwks, token, other, exchange (token-exchange
+                              requests that reached the grant), exchanged (tokens issued by it),
+                              exchangeMaxInFlight (most token-exchange requests handled at once)}
   POST /__admin/stats/reset   zero the counters
 `;
 
@@ -85,6 +99,7 @@ try {
       client: { type: 'string', multiple: true },
       'client-claims': { type: 'string' },
       'jwks-max-age': { type: 'string' },
+      'exchange-clients': { type: 'string' },
       quiet: { type: 'boolean' },
       'watch-stdin': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -137,6 +152,11 @@ if (claimsJson) {
   }
 }
 
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const exchangeClients = new Set((args['exchange-clients'] ?? env.IDP_EXCHANGE_CLIENTS ?? '')
+  .split(',').map((s) => s.trim()).filter(Boolean));
+
 const clients = clientSpecs.map((spec) => {
   const [id, secret, scopeList, method = 'client_secret_basic'] = spec.split(':');
   if (!id || !secret) fail(`bad --client ${spec}: want id:secret[:scopes[:auth_method]]`);
@@ -147,7 +167,7 @@ const clients = clientSpecs.map((spec) => {
   return {
     client_id: id,
     client_secret: secret,
-    grant_types: ['client_credentials'],
+    grant_types: exchangeClients.has(id) ? ['client_credentials', TOKEN_EXCHANGE] : ['client_credentials'],
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: method,
@@ -233,21 +253,153 @@ function buildProvider() {
       const claims = clientClaims[token.clientId];
       return claims ? structuredClone(claims) : undefined;
     },
+    formats: {
+      customizers: {
+        // Tokens issued by the exchange grant speak for the subject, with the edge as actor.
+        jwt: (ctx, token, jwt) => {
+          const exchanged = exchangedClaims.get(token);
+          if (exchanged) Object.assign(jwt.payload, exchanged);
+        },
+      },
+    },
     clientBasedCORS: () => true,
     renderError: (ctx, out) => {
       ctx.type = 'application/json';
       ctx.body = out;
     },
   });
+  if (exchangeClients.size) {
+    provider.registerGrantType(
+      TOKEN_EXCHANGE,
+      (ctx) => tokenExchange(provider, ctx),
+      ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope',
+        'actor_token', 'actor_token_type'],
+    );
+  }
   provider.on('server_error', (ctx, err) => process.stderr.write(`idp: server_error: ${err.stack}\n`));
   provider.on('grant.error', (ctx, err) => { if (!quiet) process.stderr.write(`idp: grant error: ${err.message} ${err.error_description ?? ''}\n`); });
   return provider.callback();
 }
 
 // ---------------------------------------------------------------------------------------------
+// RFC 8693 token exchange. oidc-provider has authenticated the client (client_secret_basic or
+// _post, as registered) and checked that it may use this grant before calling the handler.
+
+const exchangedClaims = new WeakMap();
+const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+
+// Verifies an access token this OP issued, with node:crypto and the OP's own keys (every
+// published generation): compact JWS, `typ: at+jwt`, RS256 or ES256 with a known kid, our
+// issuer, not expired. Returns the payload; throws invalid_grant otherwise.
+function verifyOwnToken(token) {
+  const refuse = (why) => new oidcErrors.InvalidGrant(`subject_token is invalid: ${why}`);
+  const parts = String(token).split('.');
+  if (parts.length !== 3) throw refuse('not a compact JWS');
+  let header;
+  let payload;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+    payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  } catch {
+    throw refuse('not JSON');
+  }
+  if (header.typ !== 'at+jwt' || !['RS256', 'ES256'].includes(header.alg)) throw refuse('not an access token of this OP');
+  const jwk = keyGenerations.map((g) => g.keys[header.alg]).find((k) => k.kid === header.kid);
+  if (!jwk) throw refuse('unknown kid');
+  const { d, p, q, dp, dq, qi, ...pub } = jwk;
+  const ok = crypto.verify(
+    'sha256',
+    Buffer.from(`${parts[0]}.${parts[1]}`),
+    header.alg === 'ES256'
+      ? { key: crypto.createPublicKey({ key: pub, format: 'jwk' }), dsaEncoding: 'ieee-p1363' }
+      : crypto.createPublicKey({ key: pub, format: 'jwk' }),
+    Buffer.from(parts[2], 'base64url'),
+  );
+  if (!ok) throw refuse('bad signature');
+  if (payload.iss !== issuer) throw refuse('wrong issuer');
+  if (typeof payload.exp !== 'number' || payload.exp <= Date.now() / 1000) throw refuse('expired');
+  return payload;
+}
+
+async function tokenExchange(provider, ctx) {
+  stats.exchange += 1;
+  exchangesInFlight += 1;
+  stats.exchangeMaxInFlight = Math.max(stats.exchangeMaxInFlight, exchangesInFlight);
+  try {
+    await exchange(provider, ctx);
+  } finally {
+    exchangesInFlight -= 1;
+  }
+}
+
+let exchangesInFlight = 0;
+
+async function exchange(provider, ctx) {
+  const fault = faults.exchange;
+  if (fault) {
+    if (fault.delayMs) await sleep(fault.delayMs);
+    if (fault.drop) { ctx.req.socket.destroy(); return; }
+    if (fault.body !== undefined) {
+      ctx.status = fault.status ?? 200;
+      ctx.type = fault.contentType ?? 'application/json';
+      ctx.body = typeof fault.body === 'string' ? fault.body : JSON.stringify(fault.body);
+      return;
+    }
+    if (fault.status) {
+      ctx.status = fault.status;
+      ctx.body = { error: 'server_error', error_description: 'injected exchange fault' };
+      return;
+    }
+    if (fault.refuse) throw new oidcErrors.CustomOIDCProviderError(fault.refuse, 'injected refusal');
+  }
+  const { params, client } = ctx.oidc;
+  if (!params.subject_token) throw new oidcErrors.InvalidRequest('missing subject_token');
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new oidcErrors.InvalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE}`);
+  }
+  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new oidcErrors.InvalidRequest('only access tokens are issued');
+  }
+  // The subject token must be one this OP signed (its own keys), for this issuer, unexpired.
+  const subject = verifyOwnToken(params.subject_token);
+  const target = params.resource ?? params.audience;
+  if (!target) throw new oidcErrors.InvalidTarget('audience or resource is required');
+  if (!audiences.includes(target) && !(anyResource && /^https?:\/\//.test(target))) {
+    throw new oidcErrors.InvalidTarget(`unknown audience: ${target}`);
+  }
+  const requested = (params.scope ?? '').split(' ').filter(Boolean);
+  const allowed = new Set(client.scope?.split(' ') ?? []);
+  const unknown = requested.filter((s) => !allowed.has(s));
+  if (unknown.length) throw new oidcErrors.InvalidScope('requested scope is not allowed', unknown.join(' '));
+
+  const token = new provider.ClientCredentials({ client, scope: requested.join(' ') || undefined });
+  token.resourceServer = {
+    audience: target,
+    scope: [...allowed].join(' '),
+    accessTokenTTL: ttl,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg, kid: currentKid() } },
+    identifier: () => target,
+  };
+  const act = subject.act ? { sub: client.clientId, act: subject.act } : { sub: client.clientId };
+  exchangedClaims.set(token, { sub: subject.sub, act });
+  const value = await token.save();
+  stats.exchanged += 1;
+  ctx.body = {
+    access_token: value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    scope: token.scope || undefined,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Test-only admin surface, counters and fault injection.
 
-const stats = { discovery: 0, jwks: 0, token: 0, other: 0 };
+const stats = {
+  discovery: 0, jwks: 0, token: 0, other: 0, exchange: 0, exchanged: 0, exchangeMaxInFlight: 0,
+};
 let faults = {};
 
 function sendJson(res, status, body, headers = {}) {

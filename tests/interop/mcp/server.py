@@ -6,7 +6,11 @@ the same tools on the `FastMCP` class most deployed servers use.
 Follows the interop READY protocol (tests/interop/README.md): `--port 0` binds a free port on
 127.0.0.1 and prints `READY http://127.0.0.1:<port>` once it answers; SIGTERM exits 0;
 `--watch-stdin` exits on stdin EOF. `--name` is returned by the `whoami` tool (to tell replicas
-apart). The SDK's DNS-rebinding protection stays on, as it is by default for a server bound to
+apart). `--expect-audience URL` makes it a resource server that accepts only tokens issued for
+itself (MCP authorization: "MUST reject tokens whose audience is not itself"): a request whose
+bearer token's `aud` does not contain URL gets 401 before the SDK sees it, and the refusals are
+counted (`GET /__refused` -> {"refused": n}, served without a token). It reads `aud` without
+verifying the signature: the test that runs it verifies the token `whoami` reports. The SDK's DNS-rebinding protection stays on, as it is by default for a server bound to
 127.0.0.1: a request whose Host is not 127.0.0.1:* gets 421, one with a foreign Origin 403.
 
 Tools:
@@ -18,6 +22,7 @@ Tools:
 
 import argparse
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -62,11 +67,58 @@ class MemoryEventStore(EventStore):
         return stream
 
 
+def token_audiences(authorization):
+    """The `aud` of a `Bearer <JWT>` header, as a list (empty when there is none)."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return []
+    parts = authorization[7:].strip().split(".")
+    if len(parts) != 3:
+        return []
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return []
+    aud = payload.get("aud") if isinstance(payload, dict) else None
+    return aud if isinstance(aud, list) else [aud] if isinstance(aud, str) else []
+
+
+def audience_guard(app, audience, refusals):
+    """ASGI middleware: 401 for HTTP requests whose token is not for `audience`."""
+
+    async def respond(send, status, body, extra=()):
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/__refused":
+            await respond(send, 200, json.dumps({"refused": refusals["n"]}).encode())
+            return
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if audience not in token_audiences(headers.get("authorization")):
+                refusals["n"] += 1
+                body = b'{"error":"invalid_token","error_description":"audience is not this server"}'
+                await respond(send, 401, body, [(b"www-authenticate", b'Bearer error="invalid_token"')])
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")))
     parser.add_argument("--name", default="mcp-server")
     parser.add_argument("--watch-stdin", action="store_true")
+    parser.add_argument("--expect-audience", default=None)
     args = parser.parse_args()
 
     events = MemoryEventStore()
@@ -94,6 +146,8 @@ def main():
             }
         )
 
+    refusals = {"n": 0}
+
     @server.tool()
     async def progress(steps: int, interval_ms: int, ctx: Context) -> str:
         sent = []
@@ -109,6 +163,9 @@ def main():
         app = server.streamable_http_app(event_store=events, host="127.0.0.1")
     else:
         app = server.streamable_http_app()
+
+    if args.expect_audience:
+        app = audience_guard(app, args.expect_audience, refusals)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
