@@ -160,6 +160,7 @@ async fn accept_loop(
     context: AcceptContext,
     mut stop: watch::Receiver<bool>,
 ) {
+    let local = listener.local_addr().ok();
     loop {
         let permit = tokio::select! {
             permit = context.permits.clone().acquire_owned() => match permit {
@@ -181,7 +182,7 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(remote, context.tls.is_some());
+        let info = ConnInfo::new(remote, context.tls.is_some()).on_listener(local);
         let service = crate::stack::build::<Incoming>(context.app.clone());
         let hyper_service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(info.clone());
