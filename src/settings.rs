@@ -143,8 +143,62 @@ pub(crate) fn compile(
     base_dir: &Path,
     shared: &Shared,
 ) -> Result<(Startup, Settings), String> {
+    let top_jwt = file.jwt.clone().unwrap_or_default();
+    let startup = startup(file, base_dir, &top_jwt)?;
+    let context = RouteContext {
+        file,
+        limits: limits(file),
+        issuers: issuers(file, &top_jwt, shared)?,
+        top_jwt,
+        trust_forwarded: file.trust_forwarded_headers.unwrap_or(false),
+        shared,
+    };
+    let mut routes = Vec::new();
+    let mut default_resource = None;
+    for route_file in &file.routes {
+        let route = Arc::new(compile_route(route_file, &context)?);
+        if route_file.default_resource == Some(true) {
+            default_resource = Some(route.clone());
+        }
+        routes.push(route);
+    }
+    if default_resource.is_none() {
+        let mut protected = routes.iter().filter(|r| r.auth.is_some());
+        if let (Some(only), None) = (protected.next(), protected.next()) {
+            default_resource = Some(only.clone());
+        }
+    }
+    let telemetry = file.telemetry.clone().unwrap_or_default();
+    let settings = Settings {
+        routes: RouteTable::new(routes, default_resource),
+        public_url: file
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+        limits: context.limits,
+        trust_forwarded_headers: context.trust_forwarded,
+        server_timing: telemetry.server_timing.unwrap_or(false),
+        access_log: telemetry.access_log.as_deref() != Some("off"),
+        tracing: crate::telemetry::spans::TraceSettings::from_file(Some(&telemetry)),
+    };
+    Ok((startup, settings))
+}
+
+/// What every route of one file is compiled against.
+struct RouteContext<'a> {
+    file: &'a FileConfig,
+    top_jwt: JwtFile,
+    limits: Limits,
+    trust_forwarded: bool,
+    /// By discovery URL.
+    issuers: HashMap<String, Arc<Issuer>>,
+    shared: &'a Shared,
+}
+
+/// `limits`, with the defaults.
+fn limits(file: &FileConfig) -> Limits {
     let limits_file = file.limits.clone().unwrap_or_default();
-    let limits = Limits {
+    Limits {
         max_request_header_bytes: limits_file
             .max_request_header_bytes
             .map_or(defaults::MAX_REQUEST_HEADER_BYTES, |s| s.0),
@@ -163,9 +217,12 @@ pub(crate) fn compile(
         max_connections: limits_file
             .max_connections
             .unwrap_or(defaults::MAX_CONNECTIONS),
-    };
-    let top_jwt = file.jwt.clone().unwrap_or_default();
-    let startup = Startup {
+    }
+}
+
+/// What is read once: listeners, TLS files, admin, grace period, cache size.
+fn startup(file: &FileConfig, base_dir: &Path, top_jwt: &JwtFile) -> Result<Startup, String> {
+    Ok(Startup {
         listeners: file
             .listen
             .0
@@ -189,10 +246,16 @@ pub(crate) fn compile(
             .verified_token_cache
             .as_ref()
             .map_or(defaults::VERIFIED_TOKEN_CACHE_ENTRIES, |c| c.max_entries),
-    };
-    let trust_forwarded = file.trust_forwarded_headers.unwrap_or(false);
+    })
+}
 
-    // Routes sharing an issuer share its keys: its timing is the strictest they ask for.
+/// One issuer per discovery URL. Routes sharing an issuer share its keys: its timing is the
+/// strictest they ask for.
+fn issuers(
+    file: &FileConfig,
+    top_jwt: &JwtFile,
+    shared: &Shared,
+) -> Result<HashMap<String, Arc<Issuer>>, String> {
     let mut issuer_configs: HashMap<String, (Uri, IssuerConfig)> = HashMap::new();
     for route in &file.routes {
         if let Some(authorizer) = jwt_authorizer(route) {
@@ -200,55 +263,17 @@ pub(crate) fn compile(
                 .discovery_url
                 .parse()
                 .map_err(|_| format!("route {}: discoveryUrl is not a URL", route.name))?;
-            let config = issuer_config(&top_jwt, route.jwt.as_ref());
+            let config = issuer_config(top_jwt, route.jwt.as_ref());
             issuer_configs
                 .entry(url.to_string())
                 .and_modify(|(_, c)| *c = c.strictest(config))
                 .or_insert((url, config));
         }
     }
-    let issuers: HashMap<String, Arc<Issuer>> = issuer_configs
+    Ok(issuer_configs
         .into_iter()
         .map(|(key, (url, config))| (key, shared.issuer(&url, config)))
-        .collect();
-
-    let mut routes = Vec::new();
-    let mut default_resource = None;
-    for route_file in &file.routes {
-        let route = Arc::new(compile_route(
-            route_file,
-            file,
-            &top_jwt,
-            &limits,
-            trust_forwarded,
-            &issuers,
-            shared,
-        )?);
-        if route_file.default_resource == Some(true) {
-            default_resource = Some(route.clone());
-        }
-        routes.push(route);
-    }
-    if default_resource.is_none() {
-        let mut protected = routes.iter().filter(|r| r.auth.is_some());
-        if let (Some(only), None) = (protected.next(), protected.next()) {
-            default_resource = Some(only.clone());
-        }
-    }
-    let telemetry = file.telemetry.clone().unwrap_or_default();
-    let settings = Settings {
-        routes: RouteTable::new(routes, default_resource),
-        public_url: file
-            .public_url
-            .as_ref()
-            .map(|u| u.trim_end_matches('/').to_owned()),
-        limits,
-        trust_forwarded_headers: trust_forwarded,
-        server_timing: telemetry.server_timing.unwrap_or(false),
-        access_log: telemetry.access_log.as_deref() != Some("off"),
-        tracing: crate::telemetry::spans::TraceSettings::from_file(Some(&telemetry)),
-    };
-    Ok((startup, settings))
+        .collect())
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
@@ -307,16 +332,7 @@ fn algorithm(name: &str) -> Result<Algorithm, String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compile_route(
-    route: &RouteFile,
-    file: &FileConfig,
-    top_jwt: &JwtFile,
-    limits: &Limits,
-    trust_forwarded: bool,
-    issuers: &HashMap<String, Arc<Issuer>>,
-    shared: &Shared,
-) -> Result<Route, String> {
+fn compile_route(route: &RouteFile, context: &RouteContext) -> Result<Route, String> {
     let name = route.name.as_str();
     let protocol = match route.protocol.as_deref() {
         Some("MCP") => Protocol::Mcp,
@@ -327,67 +343,7 @@ fn compile_route(
         None => (defaults::route_path(name), false),
     };
 
-    let auth = match jwt_authorizer(route) {
-        None => None,
-        Some(authorizer) => {
-            let url: Uri = authorizer
-                .discovery_url
-                .parse()
-                .map_err(|_| format!("route {name}: bad discoveryUrl"))?;
-            let issuer = issuers
-                .get(&url.to_string())
-                .cloned()
-                .ok_or_else(|| format!("route {name}: issuer not prepared"))?;
-            let route_jwt = route.jwt.as_ref();
-            let algorithms = match route_jwt
-                .and_then(|j| j.algorithms.as_ref())
-                .or(top_jwt.algorithms.as_ref())
-            {
-                Some(names) => names
-                    .iter()
-                    .map(|n| algorithm(n))
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => defaults::ALGORITHMS
-                    .iter()
-                    .map(|n| algorithm(n))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            let skew = route_jwt
-                .and_then(|j| j.clock_skew)
-                .or(top_jwt.clock_skew)
-                .map_or(defaults::CLOCK_SKEW, |d| d.0);
-            let advertised: Vec<String> = authorizer
-                .allowed_scopes
-                .iter()
-                .flatten()
-                .map(|s| {
-                    authorizer
-                        .advertised_scope_mapping
-                        .get(s)
-                        .cloned()
-                        .unwrap_or_else(|| s.clone())
-                })
-                .collect();
-            Some(Authorizer {
-                issuer,
-                policy: Policy {
-                    allowed_clients: authorizer.allowed_clients.clone(),
-                    allowed_audience: authorizer.allowed_audience.clone(),
-                    allowed_scopes: authorizer.allowed_scopes.clone(),
-                    custom_claims: authorizer
-                        .custom_claims
-                        .iter()
-                        .flatten()
-                        .map(claim_rule)
-                        .collect::<Result<_, _>>()?,
-                },
-                algorithms,
-                clock_skew_secs: i64::try_from(skew.as_secs()).unwrap_or(i64::MAX),
-                scope_challenge: (!advertised.is_empty()).then(|| Arc::from(advertised.join(" "))),
-                advertised_scopes: advertised,
-            })
-        }
-    };
+    let auth = authorizer(route, context)?;
 
     let allowlist = route.request_header_allowlist.clone().unwrap_or_default();
     let pairs = |map: &std::collections::BTreeMap<String, String>| {
@@ -400,19 +356,19 @@ fn compile_route(
         route.user_id_claim.clone(),
         &pairs(&route.claims_to_headers),
         &pairs(&route.claims_to_baggage),
-        trust_forwarded,
+        context.trust_forwarded,
     )
     .map_err(|e| format!("route {name}: {e}"))?;
 
-    let upstream = compile_upstream(route, protocol, limits, shared)
+    let upstream = compile_upstream(route, protocol, &context.limits, context.shared)
         .map_err(|e| format!("route {name}: {e}"))?;
 
     let cors = route
         .cors
         .as_ref()
-        .or(file.cors.as_ref())
+        .or(context.file.cors.as_ref())
         .map(|c| Arc::new(cors_policy(c, &allowlist)));
-    let session_binding = session_binding(route, protocol, auth.is_some(), shared);
+    let session_binding = session_binding(route, protocol, auth.is_some(), context.shared);
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -423,10 +379,76 @@ fn compile_route(
         headers,
         upstream,
         cors,
-        metrics: shared.metrics.route(name),
+        metrics: context.shared.metrics.route(name),
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
         session_binding,
     })
+}
+
+/// The route's `customJwtAuthorizer` with the `jwt` settings that apply to it; `None` for
+/// `authorizerType: NONE`.
+fn authorizer(route: &RouteFile, context: &RouteContext) -> Result<Option<Authorizer>, String> {
+    let name = route.name.as_str();
+    let Some(authorizer) = jwt_authorizer(route) else {
+        return Ok(None);
+    };
+    let url: Uri = authorizer
+        .discovery_url
+        .parse()
+        .map_err(|_| format!("route {name}: bad discoveryUrl"))?;
+    let issuer = context
+        .issuers
+        .get(&url.to_string())
+        .cloned()
+        .ok_or_else(|| format!("route {name}: issuer not prepared"))?;
+    let route_jwt = route.jwt.as_ref();
+    let algorithms = match route_jwt
+        .and_then(|j| j.algorithms.as_ref())
+        .or(context.top_jwt.algorithms.as_ref())
+    {
+        Some(names) => names
+            .iter()
+            .map(|n| algorithm(n))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => defaults::ALGORITHMS
+            .iter()
+            .map(|n| algorithm(n))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let skew = route_jwt
+        .and_then(|j| j.clock_skew)
+        .or(context.top_jwt.clock_skew)
+        .map_or(defaults::CLOCK_SKEW, |d| d.0);
+    let advertised: Vec<String> = authorizer
+        .allowed_scopes
+        .iter()
+        .flatten()
+        .map(|s| {
+            authorizer
+                .advertised_scope_mapping
+                .get(s)
+                .cloned()
+                .unwrap_or_else(|| s.clone())
+        })
+        .collect();
+    Ok(Some(Authorizer {
+        issuer,
+        policy: Policy {
+            allowed_clients: authorizer.allowed_clients.clone(),
+            allowed_audience: authorizer.allowed_audience.clone(),
+            allowed_scopes: authorizer.allowed_scopes.clone(),
+            custom_claims: authorizer
+                .custom_claims
+                .iter()
+                .flatten()
+                .map(claim_rule)
+                .collect::<Result<_, _>>()?,
+        },
+        algorithms,
+        clock_skew_secs: i64::try_from(skew.as_secs()).unwrap_or(i64::MAX),
+        scope_challenge: (!advertised.is_empty()).then(|| Arc::from(advertised.join(" "))),
+        advertised_scopes: advertised,
+    }))
 }
 
 /// `sessionBinding`: on by default for MCP routes, only where there is a subject to bind to.
