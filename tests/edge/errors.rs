@@ -164,7 +164,7 @@ async fn request_rows() {
 
     // Bad session id: 400 ValidationException.
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/runtimes/support/invocations",
             &[
@@ -185,7 +185,7 @@ async fn request_rows() {
         "/runtimes/support/invocations/extra",
     ] {
         let reply = edge
-            .send(Method::POST, path, &[("authorization", &auth)], "{}")
+            .oneshot(Method::POST, path, &[("authorization", &auth)], "{}")
             .await;
         assert_eq!(reply.status, 404, "{path}");
         assert_eq!(reply.error_type(), Some("ResourceNotFoundException"));
@@ -194,7 +194,7 @@ async fn request_rows() {
     // Headers too large: 431 with the edge's JSON.
     let big = "x".repeat(5000);
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/runtimes/support/invocations",
             &[("authorization", &auth), ("x-big", &big)],
@@ -207,7 +207,7 @@ async fn request_rows() {
     // Body too large by Content-Length: 413, upstream never contacted.
     let body = "x".repeat(2000);
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/runtimes/support/invocations",
             &[("authorization", &auth)],

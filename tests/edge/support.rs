@@ -1,5 +1,6 @@
 //! The in-process harness: the real server on port 0, a [`TestIssuer`] it fetches keys from,
-//! and a recording [`EchoAgent`] upstream. No outside processes.
+//! and a recording [`EchoAgent`] upstream. No outside processes. [`Edge::send`] goes through a
+//! socket; [`Edge::oneshot`] drives the same stack in-process, for what needs no connection.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tower::ServiceExt;
 
 pub const CLIENT: &str = "client-a";
 pub const AUDIENCE: &str = "https://agents.example.com";
@@ -218,6 +220,47 @@ impl Edge {
             .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap();
         let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// The same request as [`Edge::send`], driven through the edge's request stack in-process
+    /// with `tower::ServiceExt::oneshot` (as axum and linkerd test theirs): the real stack, App
+    /// and upstream, but no client socket and no HTTP codec in between. For what the stack
+    /// decides (statuses, headers, bodies, refusals); connection-level behaviour (the
+    /// listener's address, TLS, timeouts on the wire) needs [`Edge::send`]. Like an HTTP/1.1
+    /// client, it sends `Host` (the edge's address) and a `Content-Length` for a body, unless
+    /// `headers` has them.
+    pub async fn oneshot(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if !has("host") {
+            builder = builder.header("host", self.addr.to_string());
+        }
+        if !body.is_empty() && !has("content-length") && !has("transfer-encoding") {
+            builder = builder.header("content-length", body.len());
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = gatehouse::stack::build(self.app.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         Reply {

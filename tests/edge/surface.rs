@@ -26,7 +26,7 @@ async fn protected_resource_metadata_in_every_form() {
         "/mcp/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource",
     ] {
-        let reply = edge.send(Method::GET, path, &[], "").await;
+        let reply = edge.oneshot(Method::GET, path, &[], "").await;
         assert_eq!(reply.status, 200, "{path}");
         assert_eq!(reply.header("content-type"), Some("application/json"));
         let doc = reply.json();
@@ -46,7 +46,7 @@ async fn protected_resource_metadata_in_every_form() {
         assert_eq!(doc["resource_name"], "tools");
     }
     // The 401 challenge points at a document whose resource is the URL the client called.
-    let reply = edge.send(Method::POST, "/mcp", &[], "{}").await;
+    let reply = edge.oneshot(Method::POST, "/mcp", &[], "{}").await;
     assert_eq!(reply.status, 401);
     assert_eq!(
         reply.header("www-authenticate").unwrap(),
@@ -60,7 +60,7 @@ async fn protected_resource_metadata_in_every_form() {
 async fn metadata_derives_the_base_url_without_public_url() {
     let edge = Edge::start("", MCP_ROUTE).await;
     let reply = edge
-        .send(
+        .oneshot(
             Method::GET,
             "/.well-known/oauth-protected-resource/mcp",
             &[],
@@ -72,7 +72,7 @@ async fn metadata_derives_the_base_url_without_public_url() {
         format!("http://{}/mcp", edge.addr)
     );
     let reply = edge
-        .send(
+        .oneshot(
             Method::GET,
             "/.well-known/oauth-protected-resource/mcp",
             &[("host", "evil\"x")],
@@ -87,7 +87,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     let edge = Edge::start("", MCP_ROUTE).await;
     let origin = "https://inspector.example";
     let preflight = edge
-        .send(
+        .oneshot(
             Method::OPTIONS,
             "/mcp",
             &[
@@ -119,7 +119,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
 
     // The real 401 carries CORS headers so the browser can read the challenge.
     let reply = edge
-        .send(Method::POST, "/mcp", &[("origin", origin)], "{}")
+        .oneshot(Method::POST, "/mcp", &[("origin", origin)], "{}")
         .await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.header("access-control-allow-origin"), Some(origin));
@@ -134,7 +134,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     // And the 200.
     let auth = format!("Bearer {}", edge.token(|o| o.client_id = None));
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/mcp",
             &[("origin", origin), ("authorization", &auth)],
@@ -147,7 +147,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     // A foreign origin: 403 before any upstream contact, token or not.
     edge.agent.clear();
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/mcp",
             &[("origin", "https://evil.example"), ("authorization", &auth)],
@@ -158,7 +158,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     assert_eq!(edge.agent.request_count(), 0);
     // Metadata documents follow the same policy.
     let reply = edge
-        .send(
+        .oneshot(
             Method::GET,
             "/.well-known/oauth-protected-resource/mcp",
             &[("origin", origin)],
