@@ -73,19 +73,12 @@ fn sse() -> (Response<Out>, mpsc::UnboundedSender<&'static str>) {
 }
 
 pub(crate) fn mcp_route(upstream: &str, extra: &str) -> String {
-    format!(
-        r#"
-  - name: tools
-    protocol: MCP
-    path: /mcp
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{{discovery}}"
-        allowedClients: [client-a]
-        allowedScopes: [invoke]
-    upstream: {{ url: "{upstream}" }}
-{extra}"#
-    )
+    let mut route = RouteYaml::new("tools")
+        .mcp("/mcp")
+        .upstream(&format!(r#"{{ url: "{upstream}" }}"#))
+        .build();
+    route.push_str(extra);
+    route
 }
 
 #[tokio::test]

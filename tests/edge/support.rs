@@ -29,15 +29,99 @@ pub const AUDIENCE: &str = "https://agents.example.com";
 
 /// A route block requiring client `client-a` and scope `invoke`, `{discovery}` and `{agent}`
 /// filled in by [`Edge::start`].
-pub const SUPPORT_ROUTE: &str = r#"
-  - name: support
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{discovery}"
-        allowedClients: [client-a]
-        allowedScopes: [invoke]
-    upstream: { url: "{agent}" }
-"#;
+pub fn support_route() -> String {
+    RouteYaml::new("support").build()
+}
+
+/// One `customJwtAuthorizer` route block of the routes YAML, built: the tests' one way to write
+/// an authorizer, instead of an inline block each. By default it names `{discovery}` (filled in
+/// by [`Edge::start`]), requires client `client-a` and scope `invoke`, and forwards to
+/// `{agent}`; each method changes one thing.
+#[derive(Clone, Debug)]
+pub struct RouteYaml {
+    name: String,
+    route_keys: Vec<String>,
+    authorizer_keys: Vec<String>,
+    clients: Option<String>,
+    scopes: Option<String>,
+    upstream: String,
+}
+
+impl RouteYaml {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            route_keys: Vec::new(),
+            authorizer_keys: Vec::new(),
+            clients: Some("[client-a]".into()),
+            scopes: Some("[invoke]".into()),
+            upstream: r#"{ url: "{agent}" }"#.into(),
+        }
+    }
+
+    /// An MCP route at `path`.
+    pub fn mcp(self, path: &str) -> Self {
+        self.key("protocol: MCP").key(&format!("path: {path}"))
+    }
+
+    /// `allowedClients` (`None`: any client).
+    pub fn clients(mut self, list: Option<&str>) -> Self {
+        self.clients = list.map(str::to_owned);
+        self
+    }
+
+    /// `allowedScopes` (`None`: no scope required).
+    pub fn scopes(mut self, list: Option<&str>) -> Self {
+        self.scopes = list.map(str::to_owned);
+        self
+    }
+
+    /// Another key of `customJwtAuthorizer`, as one YAML line (`allowedAudience: [...]`).
+    pub fn authorizer(mut self, line: &str) -> Self {
+        self.authorizer_keys.push(line.to_owned());
+        self
+    }
+
+    /// Another key of the route, as YAML at route indentation (may span lines).
+    pub fn key(mut self, yaml: &str) -> Self {
+        self.route_keys.push(yaml.to_owned());
+        self
+    }
+
+    /// The `upstream` value (flow YAML); the default is `{ url: "{agent}" }`.
+    pub fn upstream(mut self, flow: &str) -> Self {
+        self.upstream = flow.to_owned();
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut yaml = format!("\n  - name: {}\n", self.name);
+        let route_line = |yaml: &mut String, text: &str| {
+            for line in text.lines() {
+                yaml.push_str("    ");
+                yaml.push_str(line);
+                yaml.push('\n');
+            }
+        };
+        // Route keys that shape the route come before the authorizer, as people write them.
+        for key in &self.route_keys {
+            route_line(&mut yaml, key);
+        }
+        yaml.push_str("    authorizerConfiguration:\n      customJwtAuthorizer:\n");
+        yaml.push_str("        discoveryUrl: \"{discovery}\"\n");
+        if let Some(clients) = &self.clients {
+            yaml.push_str(&format!("        allowedClients: {clients}\n"));
+        }
+        if let Some(scopes) = &self.scopes {
+            yaml.push_str(&format!("        allowedScopes: {scopes}\n"));
+        }
+        for line in &self.authorizer_keys {
+            yaml.push_str(&format!("        {line}\n"));
+        }
+        route_line(&mut yaml, &format!("upstream: {}", self.upstream));
+        yaml
+    }
+}
 
 /// Collects access-log lines written by the edge's writer thread.
 #[derive(Clone, Default)]
@@ -473,13 +557,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The binary serving [`SUPPORT_ROUTE`] with the access log off.
+/// The binary serving [`&support_route()`] with the access log off.
 pub async fn start_binary(issuer: &TestIssuer, agent: &EchoAgent) -> Binary {
     start_binary_with(
         issuer,
         agent,
         "telemetry: { accessLog: \"off\" }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await
 }

@@ -5,22 +5,19 @@ use http::Method;
 
 use crate::support::*;
 
-const MCP_ROUTE: &str = r#"
-  - name: tools
-    protocol: MCP
-    path: /mcp
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{discovery}"
-        allowedScopes: [invoke, read]
-        advertisedScopeMapping: { invoke: "mcp:invoke" }
-    cors: { allowedOrigins: ["https://inspector.example"] }
-    upstream: { url: "{agent}" }
-"#;
+fn mcp_route() -> String {
+    RouteYaml::new("tools")
+        .mcp("/mcp")
+        .clients(None)
+        .scopes(Some("[invoke, read]"))
+        .authorizer(r#"advertisedScopeMapping: { invoke: "mcp:invoke" }"#)
+        .key(r#"cors: { allowedOrigins: ["https://inspector.example"] }"#)
+        .build()
+}
 
 #[tokio::test]
 async fn protected_resource_metadata_in_every_form() {
-    let edge = Edge::start("publicUrl: https://gw.example.com", MCP_ROUTE).await;
+    let edge = Edge::start("publicUrl: https://gw.example.com", &mcp_route()).await;
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
         "/mcp/.well-known/oauth-protected-resource",
@@ -58,7 +55,7 @@ async fn protected_resource_metadata_in_every_form() {
 
 #[tokio::test]
 async fn metadata_derives_the_base_url_without_public_url() {
-    let edge = Edge::start("", MCP_ROUTE).await;
+    let edge = Edge::start("", &mcp_route()).await;
     let reply = edge
         .oneshot(
             Method::GET,
@@ -84,7 +81,7 @@ async fn metadata_derives_the_base_url_without_public_url() {
 
 #[tokio::test]
 async fn cors_preflight_origin_check_and_exposed_headers() {
-    let edge = Edge::start("", MCP_ROUTE).await;
+    let edge = Edge::start("", &mcp_route()).await;
     let origin = "https://inspector.example";
     let preflight = edge
         .oneshot(
@@ -170,7 +167,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
 
 #[tokio::test]
 async fn admin_endpoints_and_metrics() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     assert_eq!(edge.admin("/healthz").await.status, 200);
     let ready = edge.admin("/readyz").await;
     assert_eq!(ready.status, 200);
@@ -209,7 +206,7 @@ async fn admin_endpoints_and_metrics() {
 
 #[tokio::test]
 async fn access_log_says_who_invoked_what_with_which_outcome() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let token = edge.token(|o| o.sub = Some("alice".into()));
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
     let denied = edge.token(|o| o.client_id = Some("client-z".into()));
