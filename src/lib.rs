@@ -52,3 +52,6 @@ pub mod stack;
 pub mod telemetry;
 mod tls;
 mod upstream;
+
+#[cfg(test)]
+mod test_support;

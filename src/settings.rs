@@ -318,18 +318,8 @@ fn issuer_config(top: &JwtFile, route: Option<&JwtFile>) -> IssuerConfig {
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {
-    match name {
-        "RS256" => Ok(Algorithm::RS256),
-        "RS384" => Ok(Algorithm::RS384),
-        "RS512" => Ok(Algorithm::RS512),
-        "PS256" => Ok(Algorithm::PS256),
-        "PS384" => Ok(Algorithm::PS384),
-        "PS512" => Ok(Algorithm::PS512),
-        "ES256" => Ok(Algorithm::ES256),
-        "ES384" => Ok(Algorithm::ES384),
-        "EdDSA" => Ok(Algorithm::EdDSA),
-        _ => Err(format!("algorithm {name:?} is not accepted")),
-    }
+    crate::auth::token::asymmetric_alg(name)
+        .ok_or_else(|| format!("algorithm {name:?} is not accepted"))
 }
 
 fn compile_route(route: &RouteFile, context: &RouteContext) -> Result<Route, String> {
