@@ -21,7 +21,9 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Whether a header name (any case) is hop-by-hop: on the list, or of the `Proxy-*` family.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(name))
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
         || name
             .get(..6)
             .is_some_and(|start| start.eq_ignore_ascii_case("proxy-"))
