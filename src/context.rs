@@ -26,6 +26,9 @@ pub struct ConnInfo {
     /// The client's IP as a header value (`X-Forwarded-For`), made once per connection.
     pub remote_ip: HeaderValue,
     pub tls: bool,
+    /// The address of the listener that accepted the connection, when known: a loopback
+    /// listener's own origins are the edge's (CORS, SPEC §8).
+    pub listener: Option<SocketAddr>,
 }
 
 impl ConnInfo {
@@ -36,7 +39,13 @@ impl ConnInfo {
             remote,
             remote_ip,
             tls,
+            listener: None,
         }
+    }
+
+    /// The same connection, accepted by the listener at `listener`.
+    pub fn on_listener(self, listener: Option<SocketAddr>) -> Self {
+        Self { listener, ..self }
     }
 }
 

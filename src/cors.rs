@@ -7,8 +7,9 @@
 //!
 //! HTTP routes without a `cors` policy (their own or the top-level one) do not look at
 //! `Origin`: non-browser clients send none, and a browser without CORS headers cannot read
-//! responses cross-origin anyway. MCP routes without one accept only the edge's own origin
-//! (`publicUrl`), as MCP servers must (DNS-rebinding protection), since `Origin` is not
+//! responses cross-origin anyway. MCP routes without one accept only the edge's own origins
+//! (`publicUrl`'s, and a loopback listener's `http://localhost:P`, `http://127.0.0.1:P`,
+//! `http://[::1]:P`), as MCP servers must (DNS-rebinding protection), since `Origin` is not
 //! forwarded to the upstream that would otherwise check it. The allowed origin is echoed (never `*`), with `Vary: Origin`.
 
 use std::collections::HashSet;
@@ -120,6 +121,28 @@ impl CorsPolicy {
     }
 }
 
+/// Whether `origin` is one of the edge's own (SPEC §8): `publicUrl`'s, and on a loopback
+/// listener on port P, `http://localhost:P`, `http://127.0.0.1:P` and `http://[::1]:P` (P
+/// omitted when it is 80, as browsers do). ASCII case does not matter.
+fn is_own_origin(record: &RequestRecord, origin: &HeaderValue) -> bool {
+    let origin = origin.as_bytes();
+    if let Some(url) = &record.settings.public_url
+        && origin.eq_ignore_ascii_case(own_origin(url).as_bytes())
+    {
+        return true;
+    }
+    let Some(listener) = record.conn.listener.filter(|l| l.ip().is_loopback()) else {
+        return false;
+    };
+    // Only on this rare path (an MCP route without CORS policy, a browser client): the
+    // three strings are made when needed.
+    let port = listener.port();
+    ["localhost", "127.0.0.1", "[::1]"].iter().any(|host| {
+        origin.eq_ignore_ascii_case(format!("http://{host}:{port}").as_bytes())
+            || (port == 80 && origin.eq_ignore_ascii_case(format!("http://{host}").as_bytes()))
+    })
+}
+
 /// `scheme://host[:port]` of a URL (an origin has no path).
 fn own_origin(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
@@ -169,21 +192,19 @@ where
         let mcp = route.is_some_and(|r| r.protocol == Protocol::Mcp);
         let origin = request.headers().get(header::ORIGIN).cloned();
         // MCP servers must refuse foreign Origins (DNS rebinding; MCP 2025-11-25 transports).
-        // The edge does not forward Origin (the upstream would only see the edge), so it
-        // checks it here: on an MCP route without a CORS policy only the edge's own origin
-        // (`publicUrl`) may appear. Never the Host-derived one: under DNS rebinding Host and
-        // Origin are both the attacker's name.
+        // The edge does not forward Origin and rewrites Host (the upstream would only see the
+        // edge), so it checks here: on an MCP route without a CORS policy only the edge's own
+        // origins may appear. Never the Host-derived one: under DNS rebinding Host and Origin
+        // are both the attacker's name.
         if policy.is_none()
             && mcp
             && let Some(origin) = &origin
-        {
-            let own = request
+            && !request
                 .extensions()
                 .get::<Arc<RequestRecord>>()
-                .and_then(|r| r.settings.public_url.as_deref().map(own_origin));
-            if own.is_none_or(|own| !origin.as_bytes().eq_ignore_ascii_case(own.as_bytes())) {
-                return Box::pin(async { Err(ProxyError::OriginNotAllowed) });
-            }
+                .is_some_and(|record| is_own_origin(record, origin))
+        {
+            return Box::pin(async { Err(ProxyError::OriginNotAllowed) });
         }
         let (Some(policy), Some(origin)) = (policy, origin) else {
             return Box::pin(self.inner.call(request));

@@ -118,7 +118,7 @@ fn find_cause<'a, E: std::error::Error + 'static>(
 }
 
 /// `error: cause: cause...`, for logs.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -5,22 +5,25 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// The hop-by-hop headers a proxy removes, lowercase.
-pub(crate) const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// The hop-by-hop headers a proxy removes. `HeaderName`s, not strings: removing by a string
+/// parses it again on every response.
+pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Whether a header name (any case) is hop-by-hop: on the list, or of the `Proxy-*` family.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
         || name
             .get(..6)
             .is_some_and(|start| start.eq_ignore_ascii_case("proxy-"))
@@ -42,7 +45,7 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     for name in connection_tokens(headers) {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -50,17 +53,7 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_support::headers;
 
     #[test]
     fn connection_named_headers() {

@@ -57,3 +57,6 @@ pub mod stack;
 pub mod telemetry;
 mod tls;
 mod upstream;
+
+#[cfg(test)]
+mod test_support;

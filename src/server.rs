@@ -222,8 +222,10 @@ fn connection(
     permit: Option<OwnedSemaphorePermit>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
+    // The listener's own address: its origins are the edge's own (SPEC §8).
+    let local = stream.local_addr().ok();
     let stream = Lingering::new(stream);
-    let info = ConnInfo::new(remote, context.tls.is_some());
+    let info = ConnInfo::new(remote, context.tls.is_some()).on_listener(local);
     let service = crate::stack::build::<Incoming>(context.app.clone());
     let draining = context.watcher.flag();
     let hyper_service = service_fn(move |mut request: Request<Incoming>| {

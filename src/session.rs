@@ -360,17 +360,7 @@ fn mismatch(route: &Route, principal: &Principal) -> ProxyError {
 mod tests {
     use super::*;
     use crate::auth::claims::Claims;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_support::headers;
 
     fn principal(iss: &str, sub: Option<&str>, client_id: Option<&str>) -> Principal {
         let mut claims = Claims::parse(br#"{"exp": 4102444800}"#).unwrap();

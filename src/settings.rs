@@ -168,8 +168,75 @@ pub(crate) fn compile(
     base_dir: &Path,
     shared: &Shared,
 ) -> Result<(Startup, Settings), String> {
+    let top_jwt = file.jwt.clone().unwrap_or_default();
+    let startup = startup(file, base_dir, &top_jwt)?;
+    let context = RouteContext {
+        file,
+        limits: limits(file),
+        issuers: issuers(file, &top_jwt, shared)?,
+        top_jwt,
+        trust_forwarded: file.trust_forwarded_headers.unwrap_or(false),
+        quotas: Quotas::compile(file.quotas.as_ref(), |url| shared.quota_store(url))?,
+        shared,
+    };
+    let mut routes = Vec::new();
+    let mut default_resource = None;
+    for route_file in &file.routes {
+        let route = Arc::new(compile_route(route_file, &context)?);
+        if route_file.default_resource == Some(true) {
+            default_resource = Some(route.clone());
+        }
+        routes.push(route);
+    }
+    if default_resource.is_none() {
+        let mut protected = routes.iter().filter(|r| r.auth.is_some());
+        if let (Some(only), None) = (protected.next(), protected.next()) {
+            default_resource = Some(only.clone());
+        }
+    }
+    let telemetry = file.telemetry.clone().unwrap_or_default();
+    let settings = Settings {
+        routes: RouteTable::new(routes, default_resource),
+        public_url: file
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+        limits: context.limits,
+        trust_forwarded_headers: context.trust_forwarded,
+        server_timing: telemetry.server_timing.unwrap_or(false),
+        access_log: telemetry.access_log.as_deref() != Some("off"),
+        tracing: crate::telemetry::spans::TraceSettings::from_file(Some(&telemetry)),
+        auth_failures: auth_failures(file)?,
+    };
+    Ok((startup, settings))
+}
+
+/// What every route of one file is compiled against.
+struct RouteContext<'a> {
+    file: &'a FileConfig,
+    top_jwt: JwtFile,
+    limits: Limits,
+    trust_forwarded: bool,
+    /// By discovery URL.
+    issuers: HashMap<String, Arc<Issuer>>,
+    /// The global quota rules (`quotas:`), each route adds its own.
+    quotas: Quotas,
+    shared: &'a Shared,
+}
+
+/// `limits.authFailuresPerIp`: the per-address budget of failed validations.
+fn auth_failures(file: &FileConfig) -> Result<Option<Arc<FailureBudget>>, String> {
+    let Some(rate) = file.limits.as_ref().and_then(|l| l.auth_failures_per_ip.as_deref()) else {
+        return Ok(None);
+    };
+    let rate = Rate::parse(rate).map_err(|e| format!("limits.authFailuresPerIp: {e}"))?;
+    Ok(Some(FailureBudget::new(rate)))
+}
+
+/// `limits`, with the defaults.
+fn limits(file: &FileConfig) -> Limits {
     let limits_file = file.limits.clone().unwrap_or_default();
-    let limits = Limits {
+    Limits {
         max_request_header_bytes: limits_file
             .max_request_header_bytes
             .map_or(defaults::MAX_REQUEST_HEADER_BYTES, |s| s.0),
@@ -188,9 +255,12 @@ pub(crate) fn compile(
         max_connections: limits_file
             .max_connections
             .unwrap_or(defaults::MAX_CONNECTIONS),
-    };
-    let top_jwt = file.jwt.clone().unwrap_or_default();
-    let startup = Startup {
+    }
+}
+
+/// What is read once: listeners, TLS files, admin, grace period, cache size.
+fn startup(file: &FileConfig, base_dir: &Path, top_jwt: &JwtFile) -> Result<Startup, String> {
+    Ok(Startup {
         listeners: file
             .listen
             .0
@@ -214,10 +284,16 @@ pub(crate) fn compile(
             .verified_token_cache
             .as_ref()
             .map_or(defaults::VERIFIED_TOKEN_CACHE_ENTRIES, |c| c.max_entries),
-    };
-    let trust_forwarded = file.trust_forwarded_headers.unwrap_or(false);
+    })
+}
 
-    // Routes sharing an issuer share its keys: its timing is the strictest they ask for.
+/// One issuer per discovery URL. Routes sharing an issuer share its keys: its timing is the
+/// strictest they ask for.
+fn issuers(
+    file: &FileConfig,
+    top_jwt: &JwtFile,
+    shared: &Shared,
+) -> Result<HashMap<String, Arc<Issuer>>, String> {
     let mut issuer_configs: HashMap<String, (Uri, IssuerConfig)> = HashMap::new();
     for route in &file.routes {
         if let Some(authorizer) = jwt_authorizer(route) {
@@ -225,64 +301,17 @@ pub(crate) fn compile(
                 .discovery_url
                 .parse()
                 .map_err(|_| format!("route {}: discoveryUrl is not a URL", route.name))?;
-            let config = issuer_config(&top_jwt, route.jwt.as_ref());
+            let config = issuer_config(top_jwt, route.jwt.as_ref());
             issuer_configs
                 .entry(url.to_string())
                 .and_modify(|(_, c)| *c = c.strictest(config))
                 .or_insert((url, config));
         }
     }
-    let issuers: HashMap<String, Arc<Issuer>> = issuer_configs
+    Ok(issuer_configs
         .into_iter()
         .map(|(key, (url, config))| (key, shared.issuer(&url, config)))
-        .collect();
-
-    let quotas = Quotas::compile(file.quotas.as_ref(), |url| shared.quota_store(url))?;
-    let mut routes = Vec::new();
-    let mut default_resource = None;
-    for route_file in &file.routes {
-        let route = Arc::new(compile_route(
-            route_file,
-            file,
-            &top_jwt,
-            &limits,
-            trust_forwarded,
-            &issuers,
-            &quotas,
-            shared,
-        )?);
-        if route_file.default_resource == Some(true) {
-            default_resource = Some(route.clone());
-        }
-        routes.push(route);
-    }
-    if default_resource.is_none() {
-        let mut protected = routes.iter().filter(|r| r.auth.is_some());
-        if let (Some(only), None) = (protected.next(), protected.next()) {
-            default_resource = Some(only.clone());
-        }
-    }
-    let telemetry = file.telemetry.clone().unwrap_or_default();
-    let settings = Settings {
-        routes: RouteTable::new(routes, default_resource),
-        public_url: file
-            .public_url
-            .as_ref()
-            .map(|u| u.trim_end_matches('/').to_owned()),
-        limits,
-        trust_forwarded_headers: trust_forwarded,
-        server_timing: telemetry.server_timing.unwrap_or(false),
-        access_log: telemetry.access_log.as_deref() != Some("off"),
-        tracing: crate::telemetry::spans::TraceSettings::from_file(Some(&telemetry)),
-        auth_failures: limits_file
-            .auth_failures_per_ip
-            .as_deref()
-            .map(Rate::parse)
-            .transpose()
-            .map_err(|e| format!("limits.authFailuresPerIp: {e}"))?
-            .map(FailureBudget::new),
-    };
-    Ok((startup, settings))
+        .collect())
 }
 
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
@@ -327,31 +356,11 @@ fn issuer_config(top: &JwtFile, route: Option<&JwtFile>) -> IssuerConfig {
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {
-    match name {
-        "RS256" => Ok(Algorithm::RS256),
-        "RS384" => Ok(Algorithm::RS384),
-        "RS512" => Ok(Algorithm::RS512),
-        "PS256" => Ok(Algorithm::PS256),
-        "PS384" => Ok(Algorithm::PS384),
-        "PS512" => Ok(Algorithm::PS512),
-        "ES256" => Ok(Algorithm::ES256),
-        "ES384" => Ok(Algorithm::ES384),
-        "EdDSA" => Ok(Algorithm::EdDSA),
-        _ => Err(format!("algorithm {name:?} is not accepted")),
-    }
+    crate::auth::token::asymmetric_alg(name)
+        .ok_or_else(|| format!("algorithm {name:?} is not accepted"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compile_route(
-    route: &RouteFile,
-    file: &FileConfig,
-    top_jwt: &JwtFile,
-    limits: &Limits,
-    trust_forwarded: bool,
-    issuers: &HashMap<String, Arc<Issuer>>,
-    quotas: &Quotas,
-    shared: &Shared,
-) -> Result<Route, String> {
+fn compile_route(route: &RouteFile, context: &RouteContext) -> Result<Route, String> {
     let name = route.name.as_str();
     let protocol = match route.protocol.as_deref() {
         Some("MCP") => Protocol::Mcp,
@@ -362,67 +371,7 @@ fn compile_route(
         None => (defaults::route_path(name), false),
     };
 
-    let auth = match jwt_authorizer(route) {
-        None => None,
-        Some(authorizer) => {
-            let url: Uri = authorizer
-                .discovery_url
-                .parse()
-                .map_err(|_| format!("route {name}: bad discoveryUrl"))?;
-            let issuer = issuers
-                .get(&url.to_string())
-                .cloned()
-                .ok_or_else(|| format!("route {name}: issuer not prepared"))?;
-            let route_jwt = route.jwt.as_ref();
-            let algorithms = match route_jwt
-                .and_then(|j| j.algorithms.as_ref())
-                .or(top_jwt.algorithms.as_ref())
-            {
-                Some(names) => names
-                    .iter()
-                    .map(|n| algorithm(n))
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => defaults::ALGORITHMS
-                    .iter()
-                    .map(|n| algorithm(n))
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            let skew = route_jwt
-                .and_then(|j| j.clock_skew)
-                .or(top_jwt.clock_skew)
-                .map_or(defaults::CLOCK_SKEW, |d| d.0);
-            let advertised: Vec<String> = authorizer
-                .allowed_scopes
-                .iter()
-                .flatten()
-                .map(|s| {
-                    authorizer
-                        .advertised_scope_mapping
-                        .get(s)
-                        .cloned()
-                        .unwrap_or_else(|| s.clone())
-                })
-                .collect();
-            Some(Authorizer {
-                issuer,
-                policy: Policy {
-                    allowed_clients: authorizer.allowed_clients.clone(),
-                    allowed_audience: authorizer.allowed_audience.clone(),
-                    allowed_scopes: authorizer.allowed_scopes.clone(),
-                    custom_claims: authorizer
-                        .custom_claims
-                        .iter()
-                        .flatten()
-                        .map(claim_rule)
-                        .collect::<Result<_, _>>()?,
-                },
-                algorithms,
-                clock_skew_secs: i64::try_from(skew.as_secs()).unwrap_or(i64::MAX),
-                scope_challenge: (!advertised.is_empty()).then(|| Arc::from(advertised.join(" "))),
-                advertised_scopes: advertised,
-            })
-        }
-    };
+    let auth = authorizer(route, context)?;
 
     let allowlist = route.request_header_allowlist.clone().unwrap_or_default();
     let pairs = |map: &std::collections::BTreeMap<String, String>| {
@@ -435,31 +384,32 @@ fn compile_route(
         route.user_id_claim.clone(),
         &pairs(&route.claims_to_headers),
         &pairs(&route.claims_to_baggage),
-        trust_forwarded,
+        context.trust_forwarded,
     )
     .map_err(|e| format!("route {name}: {e}"))?;
 
-    let upstream = compile_upstream(route, protocol, limits, shared)
+    let upstream = compile_upstream(route, protocol, &context.limits, context.shared)
         .map_err(|e| format!("route {name}: {e}"))?;
 
     let cors = route
         .cors
         .as_ref()
-        .or(file.cors.as_ref())
+        .or(context.file.cors.as_ref())
         .map(|c| Arc::new(cors_policy(c, &allowlist)));
-    let session_binding = session_binding(route, protocol, auth.is_some(), shared);
+    let session_binding = session_binding(route, protocol, auth.is_some(), context.shared);
     let own_quotas = route.quotas.as_ref().map(|q| q.rules.as_slice());
-    let quotas = quotas
+    let quotas = context
+        .quotas
         .for_route(
             name,
             protocol == Protocol::Mcp,
             own_quotas.unwrap_or_default(),
-            &shared.metrics,
+            &context.shared.metrics,
         )
         .map_err(|e| format!("route {name}: quotas: {e}"))?;
     let outbound = match &route.outbound_auth {
         Some(file) => Some(
-            compile_outbound(file, name, auth.as_ref(), limits, shared)
+            compile_outbound(file, name, auth.as_ref(), &context.limits, context.shared)
                 .map_err(|e| format!("route {name}: outboundAuth: {e}"))?,
         ),
         None => None,
@@ -474,12 +424,78 @@ fn compile_route(
         headers,
         upstream,
         cors,
-        metrics: shared.metrics.route(name),
+        metrics: context.shared.metrics.route(name),
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
         session_binding,
         quotas,
         outbound,
     })
+}
+
+/// The route's `customJwtAuthorizer` with the `jwt` settings that apply to it; `None` for
+/// `authorizerType: NONE`.
+fn authorizer(route: &RouteFile, context: &RouteContext) -> Result<Option<Authorizer>, String> {
+    let name = route.name.as_str();
+    let Some(authorizer) = jwt_authorizer(route) else {
+        return Ok(None);
+    };
+    let url: Uri = authorizer
+        .discovery_url
+        .parse()
+        .map_err(|_| format!("route {name}: bad discoveryUrl"))?;
+    let issuer = context
+        .issuers
+        .get(&url.to_string())
+        .cloned()
+        .ok_or_else(|| format!("route {name}: issuer not prepared"))?;
+    let route_jwt = route.jwt.as_ref();
+    let algorithms = match route_jwt
+        .and_then(|j| j.algorithms.as_ref())
+        .or(context.top_jwt.algorithms.as_ref())
+    {
+        Some(names) => names
+            .iter()
+            .map(|n| algorithm(n))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => defaults::ALGORITHMS
+            .iter()
+            .map(|n| algorithm(n))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let skew = route_jwt
+        .and_then(|j| j.clock_skew)
+        .or(context.top_jwt.clock_skew)
+        .map_or(defaults::CLOCK_SKEW, |d| d.0);
+    let advertised: Vec<String> = authorizer
+        .allowed_scopes
+        .iter()
+        .flatten()
+        .map(|s| {
+            authorizer
+                .advertised_scope_mapping
+                .get(s)
+                .cloned()
+                .unwrap_or_else(|| s.clone())
+        })
+        .collect();
+    Ok(Some(Authorizer {
+        issuer,
+        policy: Policy {
+            allowed_clients: authorizer.allowed_clients.clone(),
+            allowed_audience: authorizer.allowed_audience.clone(),
+            allowed_scopes: authorizer.allowed_scopes.clone(),
+            custom_claims: authorizer
+                .custom_claims
+                .iter()
+                .flatten()
+                .map(claim_rule)
+                .collect::<Result<_, _>>()?,
+        },
+        algorithms,
+        clock_skew_secs: i64::try_from(skew.as_secs()).unwrap_or(i64::MAX),
+        scope_challenge: (!advertised.is_empty()).then(|| Arc::from(advertised.join(" "))),
+        advertised_scopes: advertised,
+    }))
 }
 
 /// `sessionBinding`: on by default for MCP routes, only where there is a subject to bind to.

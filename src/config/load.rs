@@ -137,6 +137,52 @@ pub fn load_str(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, Vec<Diagnostic>> {
+    let (substituted, index) = substituted(file, text, env)?;
+
+    let mut errors = both_authorizer_spellings(file, &index);
+    if !errors.is_empty() {
+        // serde would only say "duplicate field", without a location.
+        return Err(errors);
+    }
+
+    let unknown = schema::unknown_keys(&index);
+    let mut reported: HashSet<String> = unknown.iter().map(|u| u.path.to_string()).collect();
+    errors.extend(
+        unknown
+            .into_iter()
+            .map(|u| diagnostic(file, index.key_pos(&u.path), u.message)),
+    );
+
+    let mut ignored = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let parsed: Result<FileConfig, YamlError> =
+        serde_saphyr::with_deserializer_from_str_with_options(
+            &substituted,
+            parse_options(),
+            |de| {
+                let de = serde_path_to_error::Deserializer::new(de, &mut track);
+                serde_ignored::deserialize(de, |path| ignored.push(from_ignored(&path)))
+            },
+        );
+    let config = match parsed {
+        Ok(config) => config,
+        Err(e) => {
+            let path = from_track(&track.path());
+            errors.push(serde_error(file, &e, &path, &index, &substituted));
+            return Err(sorted(errors));
+        }
+    };
+    report_ignored(file, &index, ignored, &mut reported, &mut errors);
+    validated(file, config, &index, base_dir, errors)
+}
+
+/// The text after the checks that need no parser (size, NUL bytes, a byte-order mark) and
+/// `${VAR}` substitution, with its position index.
+fn substituted(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Index), Vec<Diagnostic>> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(vec![diagnostic(file, Pos::START, too_large())]);
     }
@@ -172,43 +218,18 @@ pub fn load_str(
 
     let index =
         Index::build(&substituted, map).map_err(|e| vec![diagnostic(file, e.pos, e.message)])?;
+    Ok((substituted, index))
+}
 
-    let mut errors = both_authorizer_spellings(file, &index);
-    if !errors.is_empty() {
-        // serde would only say "duplicate field", without a location.
-        return Err(errors);
-    }
-
-    let unknown = schema::unknown_keys(&index);
-    let mut reported: HashSet<String> = unknown.iter().map(|u| u.path.to_string()).collect();
-    errors.extend(
-        unknown
-            .into_iter()
-            .map(|u| diagnostic(file, index.key_pos(&u.path), u.message)),
-    );
-
-    let mut ignored = Vec::new();
-    let mut track = serde_path_to_error::Track::new();
-    let parsed: Result<FileConfig, YamlError> =
-        serde_saphyr::with_deserializer_from_str_with_options(
-            &substituted,
-            parse_options(),
-            |de| {
-                let de = serde_path_to_error::Deserializer::new(de, &mut track);
-                serde_ignored::deserialize(de, |path| ignored.push(from_ignored(&path)))
-            },
-        );
-    let config = match parsed {
-        Ok(config) => config,
-        Err(e) => {
-            let path = from_track(&track.path());
-            errors.push(serde_error(file, &e, &path, &index, &substituted));
-            return Err(sorted(errors));
-        }
-    };
-
-    // Whatever serde skipped that the tree walk did not already report (a bounded number:
-    // the walk already stops at its own limit).
+/// Whatever serde skipped that the tree walk did not already report (a bounded number: the
+/// walk already stops at its own limit).
+fn report_ignored(
+    file: &str,
+    index: &Index,
+    ignored: Vec<YPath>,
+    reported: &mut HashSet<String>,
+    errors: &mut Vec<Diagnostic>,
+) {
     for path in ignored {
         if reported.len() >= schema::MAX_REPORTED {
             break;
@@ -225,8 +246,18 @@ pub fn load_str(
         };
         errors.push(diagnostic(file, index.key_pos(&path), message));
     }
+}
 
-    let report = validate::validate(&config, &index, base_dir);
+/// The parsed file after semantic validation: loaded with its warnings, or every error
+/// (sorted, with a count of those not shown).
+fn validated(
+    file: &str,
+    config: FileConfig,
+    index: &Index,
+    base_dir: &Path,
+    mut errors: Vec<Diagnostic>,
+) -> Result<Loaded, Vec<Diagnostic>> {
+    let report = validate::validate(&config, index, base_dir);
     errors.extend(
         report
             .errors

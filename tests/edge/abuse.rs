@@ -29,7 +29,7 @@ async fn still_serving(edge: &Edge) {
 #[tokio::test]
 async fn trickled_headers_are_cut_at_header_read_timeout() {
     // Not idle: one byte every 100 ms, forever. The timeout is for the whole header section.
-    let edge = Edge::start("limits: { headerReadTimeout: 1s }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { headerReadTimeout: 1s }", &support_route()).await;
     let mut stream = TcpStream::connect(edge.addr).await.unwrap();
     stream
         .write_all(b"POST /runtimes/support/invocations HTTP/1.1\r\nhost: x\r\n")
@@ -54,7 +54,7 @@ async fn trickled_headers_are_cut_at_header_read_timeout() {
 
 #[tokio::test]
 async fn a_megabyte_of_headers_is_431_and_so_are_too_many() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let token = edge.valid_token();
     // One field of 1 MiB: beyond hyper's parser limit (maxRequestHeaderBytes + 16 KiB), so
     // hyper itself refuses it, with 431 and a closed connection.
@@ -100,7 +100,7 @@ async fn a_megabyte_of_headers_is_431_and_so_are_too_many() {
 
 #[tokio::test]
 async fn malformed_and_smuggling_requests_never_reach_the_upstream() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let token = edge.valid_token();
     let path = "/runtimes/support/invocations";
     let auth = format!("authorization: Bearer {token}\r\n");
@@ -193,7 +193,7 @@ async fn malformed_and_smuggling_requests_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_on_h2_is_refused_and_the_upstream_gets_no_more() {
-    let edge = Edge::start("limits: { maxRequestBodyBytes: 1KiB }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { maxRequestBodyBytes: 1KiB }", &support_route()).await;
     let stream = TcpStream::connect(edge.addr).await.unwrap();
     let (client, connection) = h2::client::handshake(stream).await.unwrap();
     tokio::spawn(connection);
@@ -228,7 +228,7 @@ async fn a_body_over_the_limit_on_h2_is_refused_and_the_upstream_gets_no_more() 
 
 #[tokio::test]
 async fn h2_stream_limit_is_advertised_and_rapid_resets_leave_nothing_behind() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let token = edge.valid_token();
     edge.agent.set_behavior(gatehouse::dev::Behavior::Hang);
     let stream = TcpStream::connect(edge.addr).await.unwrap();
@@ -284,7 +284,7 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     let edge = Arc::new(
         Edge::start(
             "limits: { maxConnections: 4, headerReadTimeout: 30s }",
-            SUPPORT_ROUTE,
+            &support_route(),
         )
         .await,
     );
@@ -329,7 +329,7 @@ async fn idle_connections_are_closed_so_they_cannot_hold_every_slot() {
     // then idles, must not keep maxConnections slots forever.
     let edge = Edge::start(
         "limits: { maxConnections: 2, headerReadTimeout: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let request = format!(

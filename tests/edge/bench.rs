@@ -41,7 +41,7 @@ async fn requests_total(edge: &Edge) -> u64 {
 /// The binary, minting distinct tokens from a key file, closed loop, `--json`.
 #[tokio::test]
 async fn the_cli_mints_distinct_tokens_and_reports_consistent_numbers() {
-    let edge = Edge::start("telemetry: { serverTiming: true }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("telemetry: { serverTiming: true }", &support_route()).await;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
     std::fs::write(&key, edge.issuer.signing_key().to_pkcs8_pem().unwrap()).unwrap();
@@ -105,7 +105,7 @@ async fn the_cli_mints_distinct_tokens_and_reports_consistent_numbers() {
 /// Fixed rate, a token file, status counts for a mix of accepted and refused tokens.
 #[tokio::test]
 async fn fixed_rate_with_a_token_file_counts_every_status() {
-    let edge = Edge::start("telemetry: { serverTiming: true }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("telemetry: { serverTiming: true }", &support_route()).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.txt");
     let good = edge.valid_token();

@@ -84,7 +84,7 @@ fn post(headers: &str, body_len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_431_for_a_100_kb_header_reaches_a_client_still_writing() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let header = format!("authorization: Bearer {}\r\n", "a".repeat(100 * 1024));
     // With a body behind the header, as http.client sends it: still writing at the 431.
     always_answered(&edge, post(&header, 512 << 10), "431").await;
@@ -92,14 +92,14 @@ async fn a_431_for_a_100_kb_header_reaches_a_client_still_writing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_413_for_a_body_over_the_limit_reaches_a_client_still_writing() {
-    let edge = Edge::start("limits: { maxRequestBodyBytes: 64KiB }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { maxRequestBodyBytes: 64KiB }", &support_route()).await;
     let header = format!("authorization: Bearer {}\r\n", edge.valid_token());
     always_answered(&edge, post(&header, 512 << 10), "413").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_before_a_large_body_reaches_a_client_still_writing() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     always_answered(&edge, post("", 512 << 10), "401").await;
 }
 
@@ -120,7 +120,7 @@ fn invocation(edge: &Edge, token: &str, body: &'static str) -> Request<Full<Byte
 
 #[tokio::test]
 async fn a_drain_serves_the_next_request_on_an_idle_connection_with_connection_close() {
-    let mut edge = Edge::start("shutdownGracePeriod: 20s", SUPPORT_ROUTE).await;
+    let mut edge = Edge::start("shutdownGracePeriod: 20s", &support_route()).await;
     let token = edge.valid_token();
     let mut sender = http1_connection(&edge).await;
     let first = sender
@@ -158,7 +158,7 @@ async fn a_drain_serves_the_next_request_on_an_idle_connection_with_connection_c
 
 #[tokio::test]
 async fn a_drain_closes_a_connection_that_stays_idle_and_ends_before_the_grace_period() {
-    let mut edge = Edge::start("shutdownGracePeriod: 60s", SUPPORT_ROUTE).await;
+    let mut edge = Edge::start("shutdownGracePeriod: 60s", &support_route()).await;
     let token = edge.valid_token();
     let mut sender = http1_connection(&edge).await;
     let first = sender
@@ -177,7 +177,7 @@ async fn a_drain_closes_a_connection_that_stays_idle_and_ends_before_the_grace_p
 
 #[tokio::test]
 async fn a_drain_sends_goaway_on_http2_and_lets_the_stream_in_flight_finish() {
-    let mut edge = Edge::start("shutdownGracePeriod: 20s", SUPPORT_ROUTE).await;
+    let mut edge = Edge::start("shutdownGracePeriod: 20s", &support_route()).await;
     let token = edge.valid_token();
     let stream = TcpStream::connect(edge.addr).await.unwrap();
     let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))

@@ -7,23 +7,18 @@ use http::Method;
 
 use crate::support::*;
 
-const CLAIMS_ROUTE: &str = r#"
-  - name: support
-    authorizerConfiguration:
-      customJWTAuthorizer:
-        discoveryUrl: "{discovery}"
-        allowedClients: [client-a]
-        allowedAudience: ["https://agents.example.com"]
-        allowedScopes: [invoke]
-        customClaims:
-          - inboundTokenClaimName: "cognito:groups"
-            inboundTokenClaimValueType: STRING_ARRAY
-            authorizingClaimMatchValue:
-              claimMatchOperator: CONTAINS_ANY
-              claimMatchValue: { matchValueStringList: [support, admin] }
-        advertisedScopeMapping: { invoke: "api://edge/invoke" }
-    upstream: { url: "{agent}" }
-"#;
+fn claims_route() -> String {
+    RouteYaml::new("support")
+        .authorizer(r#"allowedAudience: ["https://agents.example.com"]"#)
+        .authorizer("customClaims:")
+        .authorizer(r#"  - inboundTokenClaimName: "cognito:groups""#)
+        .authorizer("    inboundTokenClaimValueType: STRING_ARRAY")
+        .authorizer("    authorizingClaimMatchValue:")
+        .authorizer("      claimMatchOperator: CONTAINS_ANY")
+        .authorizer("      claimMatchValue: { matchValueStringList: [support, admin] }")
+        .authorizer(r#"advertisedScopeMapping: { invoke: "api://edge/invoke" }"#)
+        .build()
+}
 
 fn groups(values: &[&str]) -> (String, serde_json::Value) {
     ("cognito:groups".into(), serde_json::json!(values))
@@ -31,7 +26,7 @@ fn groups(values: &[&str]) -> (String, serde_json::Value) {
 
 #[tokio::test]
 async fn authentication_rows() {
-    let edge = Edge::start("publicUrl: https://agents.example.com", CLAIMS_ROUTE).await;
+    let edge = Edge::start("publicUrl: https://agents.example.com", &claims_route()).await;
     let metadata = "https://agents.example.com/.well-known/oauth-protected-resource/runtimes/support/invocations";
 
     // No Authorization: 401, bare challenge with resource_metadata and the advertised scope.
@@ -139,7 +134,7 @@ async fn authentication_rows() {
 async fn issuer_unavailable_is_503_with_retry_after() {
     let issuer = issuer().await;
     issuer.set_mode(Mode::Status(500));
-    let edge = Edge::start_with(issuer, agent().await, "", SUPPORT_ROUTE).await;
+    let edge = Edge::start_with(issuer, agent().await, "", &support_route()).await;
     let token = edge.valid_token();
     let reply = edge.invoke("support", Some(&token), "{}").await;
     assert_eq!(reply.status, 503);
@@ -156,7 +151,7 @@ async fn issuer_unavailable_is_503_with_retry_after() {
 async fn request_rows() {
     let edge = Edge::start(
         "limits: { maxRequestHeaderBytes: 4KiB, maxRequestBodyBytes: 1KiB, requestTimeout: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let token = edge.valid_token();
@@ -164,7 +159,7 @@ async fn request_rows() {
 
     // Bad session id: 400 ValidationException.
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/runtimes/support/invocations",
             &[
@@ -185,7 +180,7 @@ async fn request_rows() {
         "/runtimes/support/invocations/extra",
     ] {
         let reply = edge
-            .send(Method::POST, path, &[("authorization", &auth)], "{}")
+            .oneshot(Method::POST, path, &[("authorization", &auth)], "{}")
             .await;
         assert_eq!(reply.status, 404, "{path}");
         assert_eq!(reply.error_type(), Some("ResourceNotFoundException"));
@@ -194,7 +189,7 @@ async fn request_rows() {
     // Headers too large: 431 with the edge's JSON.
     let big = "x".repeat(5000);
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/runtimes/support/invocations",
             &[("authorization", &auth), ("x-big", &big)],
@@ -207,7 +202,7 @@ async fn request_rows() {
     // Body too large by Content-Length: 413, upstream never contacted.
     let body = "x".repeat(2000);
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/runtimes/support/invocations",
             &[("authorization", &auth)],
@@ -234,7 +229,7 @@ async fn request_rows() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_refused() {
-    let edge = Edge::start("limits: { maxRequestBodyBytes: 1KiB }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { maxRequestBodyBytes: 1KiB }", &support_route()).await;
     let token = edge.valid_token();
     let chunk = format!("{:x}\r\n{}\r\n", 800, "a".repeat(800));
     let request = format!(
@@ -254,7 +249,7 @@ async fn chunked_body_over_the_limit_is_refused() {
 
 #[tokio::test]
 async fn upstream_status_and_www_authenticate_pass_through() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     edge.agent.set_behavior(Behavior::Status(401));
     let reply = edge
         .invoke("support", Some(&edge.valid_token()), "{}")

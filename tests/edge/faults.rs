@@ -17,7 +17,7 @@ use crate::support::*;
 
 /// A route to `url` instead of the echo agent.
 fn route_to(url: &str) -> String {
-    SUPPORT_ROUTE.replace("{agent}", url)
+    support_route().replace("{agent}", url)
 }
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn accept_then_hang_is_504_at_request_timeout_and_the_upstream_is_released
     });
     let routes = format!(
         "{}{}",
-        SUPPORT_ROUTE,
+        &support_route(),
         route_to(&silent_url).replace("name: support", "name: silent")
     );
     let edge = Edge::start("limits: { requestTimeout: 1s }", &routes).await;
@@ -93,7 +93,7 @@ async fn garbage_or_a_closed_connection_before_the_response_is_502() {
     });
     let routes = format!(
         "{}{}",
-        SUPPORT_ROUTE,
+        &support_route(),
         route_to(&garbage_url).replace("name: support", "name: garbage")
     );
     let edge = Edge::start("", &routes).await;
@@ -111,7 +111,7 @@ async fn garbage_or_a_closed_connection_before_the_response_is_502() {
 
 #[tokio::test]
 async fn reset_mid_response_ends_the_clients_stream_and_is_logged() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     edge.agent.set_behavior(Behavior::ResetMidStream);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request = Request::post(edge.url("/runtimes/support/invocations"))
@@ -143,7 +143,7 @@ async fn reset_mid_response_ends_the_clients_stream_and_is_logged() {
 
 #[tokio::test]
 async fn an_idle_upstream_stream_is_cut_at_stream_idle_timeout() {
-    let edge = Edge::start("limits: { streamIdleTimeout: 1s }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { streamIdleTimeout: 1s }", &support_route()).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request = Request::post(edge.url("/runtimes/support/invocations"))
         .header("authorization", format!("Bearer {}", edge.valid_token()))

@@ -8,7 +8,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn rotation_is_picked_up_with_one_refetch_and_old_keys_keep_working() {
-    let edge = Edge::start("jwt: { jwksMinRefetchInterval: 1s }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("jwt: { jwksMinRefetchInterval: 1s }", &support_route()).await;
     let old = edge.valid_token();
     // The initial load counts as the last fetch: let one interval pass.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -33,7 +33,7 @@ async fn rotation_is_picked_up_with_one_refetch_and_old_keys_keep_working() {
 
 #[tokio::test]
 async fn unknown_kid_flood_costs_at_most_one_fetch_per_interval() {
-    let edge = Edge::start("jwt: { jwksMinRefetchInterval: 2s }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("jwt: { jwksMinRefetchInterval: 2s }", &support_route()).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = edge.issuer.jwks_fetches();
     let started = std::time::Instant::now();
@@ -66,7 +66,7 @@ async fn unknown_kid_flood_costs_at_most_one_fetch_per_interval() {
 async fn cached_keys_survive_an_idp_outage_until_max_staleness() {
     let edge = Edge::start(
         "jwt: { maxKeyStaleness: 2s, jwksRefreshInterval: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let token = edge.valid_token();
@@ -93,7 +93,7 @@ async fn cached_keys_survive_an_idp_outage_until_max_staleness() {
 async fn idp_down_at_start_recovers_without_restart() {
     let issuer = issuer().await;
     issuer.set_mode(Mode::Close);
-    let edge = Edge::start_with(issuer, agent().await, "", SUPPORT_ROUTE).await;
+    let edge = Edge::start_with(issuer, agent().await, "", &support_route()).await;
     let token = edge.valid_token();
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 503);
     assert_eq!(edge.admin("/readyz").await.status, 503);
@@ -111,7 +111,7 @@ async fn a_hanging_fetch_does_not_block_cached_keys() {
     let edge = std::sync::Arc::new(
         Edge::start(
             "jwt: { jwksFetchTimeout: 30s, jwksMinRefetchInterval: 100ms }",
-            SUPPORT_ROUTE,
+            &support_route(),
         )
         .await,
     );
@@ -147,7 +147,7 @@ async fn a_hanging_fetch_does_not_block_cached_keys() {
 
 #[tokio::test]
 async fn garbage_html_huge_and_redirects_keep_the_last_good_keys() {
-    let edge = Edge::start("jwt: { jwksMinRefetchInterval: 100ms }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("jwt: { jwksMinRefetchInterval: 100ms }", &support_route()).await;
     let token = edge.valid_token();
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
     for mode in [
@@ -186,7 +186,7 @@ async fn unusable_keys_are_skipped() {
         serde_json::json!({"kty":"EC","crv":"P-521","kid":"p521","x":"AA","y":"AA"}),
     );
     issuer.publish_extra_jwk(serde_json::json!({"kty":"RSA","kid":"garbage","n":"!!","e":"AQAB"}));
-    let edge = Edge::start_with(issuer, agent().await, "", SUPPORT_ROUTE).await;
+    let edge = Edge::start_with(issuer, agent().await, "", &support_route()).await;
     assert_eq!(
         edge.invoke("support", Some(&edge.valid_token()), "{}")
             .await
@@ -203,7 +203,7 @@ async fn cache_control_max_age_shortens_the_refresh() {
         issuer,
         agent().await,
         "jwt: { jwksRefreshInterval: 1h, jwksMinRefetchInterval: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let start = edge.issuer.jwks_fetches();
@@ -261,7 +261,7 @@ async fn verified_tokens_are_cached_but_policy_runs_every_time() {
 async fn removing_a_key_revokes_its_cached_tokens() {
     let edge = Edge::start(
         "jwt: { jwksRefreshInterval: 1s, jwksMinRefetchInterval: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let old_kid = edge.issuer.signing_key().kid().to_owned();
@@ -295,7 +295,7 @@ async fn removing_a_key_revokes_its_cached_tokens() {
 async fn down_at_start_answers_503_with_retry_after_then_recovers() {
     let issuer = issuer().await;
     issuer.set_mode(Mode::Status(503));
-    let edge = Edge::start_with(issuer, agent().await, "", SUPPORT_ROUTE).await;
+    let edge = Edge::start_with(issuer, agent().await, "", &support_route()).await;
     let token = edge.valid_token();
     let reply = edge.invoke("support", Some(&token), "{}").await;
     assert_eq!(reply.status, 503);
@@ -332,7 +332,7 @@ async fn a_hanging_idp_is_bounded_by_the_fetch_timeout() {
         issuer,
         agent().await,
         "jwt: { jwksFetchTimeout: 1s, jwksMinRefetchInterval: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let token = edge.valid_token();
@@ -379,7 +379,7 @@ async fn a_hanging_idp_is_bounded_by_the_fetch_timeout() {
 async fn a_broken_discovery_document_keeps_the_last_good_one() {
     let edge = Edge::start(
         "jwt: { jwksRefreshInterval: 1s, jwksMinRefetchInterval: 1s }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let token = edge.valid_token();

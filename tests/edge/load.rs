@@ -20,7 +20,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow: scripts/test.sh runs it"]
 async fn ten_thousand_unknown_kids_cost_one_fetch_per_interval() {
-    let edge = Arc::new(Edge::start("jwt: { jwksMinRefetchInterval: 2s }", SUPPORT_ROUTE).await);
+    let edge = Arc::new(Edge::start("jwt: { jwksMinRefetchInterval: 2s }", &support_route()).await);
     // The initial load counts as the last fetch: start the flood one interval later.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = edge.issuer.jwks_fetches();
@@ -74,7 +74,7 @@ async fn ten_thousand_unknown_kids_cost_one_fetch_per_interval() {
 async fn a_slow_reader_of_a_gigabyte_holds_the_upstream_back() {
     const TOTAL: u64 = 1 << 30;
     const PAUSE_EVERY: u64 = 64 << 20;
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request = Request::post(edge.url("/runtimes/support/invocations"))
         .header("authorization", format!("Bearer {}", edge.valid_token()))

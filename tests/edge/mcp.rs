@@ -73,19 +73,12 @@ fn sse() -> (Response<Out>, mpsc::UnboundedSender<&'static str>) {
 }
 
 pub(crate) fn mcp_route(upstream: &str, extra: &str) -> String {
-    format!(
-        r#"
-  - name: tools
-    protocol: MCP
-    path: /mcp
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{{discovery}}"
-        allowedClients: [client-a]
-        allowedScopes: [invoke]
-    upstream: {{ url: "{upstream}" }}
-{extra}"#
-    )
+    let mut route = RouteYaml::new("tools")
+        .mcp("/mcp")
+        .upstream(&format!(r#"{{ url: "{upstream}" }}"#))
+        .build();
+    route.push_str(extra);
+    route
 }
 
 #[tokio::test]
@@ -382,6 +375,56 @@ async fn mcp_routes_without_cors_accept_only_their_own_origin() {
         .await;
     assert_eq!(reply.status, 200);
     assert_eq!(edge.agent.request_count(), 3);
+}
+
+#[tokio::test]
+async fn a_loopback_listeners_own_origins_pass_but_a_rebinding_host_does_not() {
+    // No CORS policy, no publicUrl: the listener's own loopback origins are the edge's.
+    let agent = agent().await;
+    let routes = mcp_route(&agent.url(), "");
+    let edge = Edge::start_with(issuer().await, agent, "", &routes).await;
+    let auth = format!("Bearer {}", edge.valid_token());
+    let port = edge.addr.port();
+    let cases = [
+        (format!("http://127.0.0.1:{port}"), None, 200),
+        (format!("http://localhost:{port}"), None, 200),
+        (format!("http://[::1]:{port}"), None, 200),
+        (format!("HTTP://LOCALHOST:{port}"), None, 200),
+        // The same hosts on another port, or over another scheme, are other origins.
+        (
+            format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+            None,
+            403,
+        ),
+        (format!("https://127.0.0.1:{port}"), None, 403),
+        (format!("http://127.0.0.1:{port}/"), None, 403),
+        // DNS rebinding: the page's Origin equals the request's Host, and is not the edge's.
+        (
+            format!("http://rebind.example:{port}"),
+            Some(format!("rebind.example:{port}")),
+            403,
+        ),
+        ("null".to_owned(), None, 403),
+    ];
+    let mut passed = 0;
+    for (origin, host, status) in &cases {
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("origin", origin.as_str()),
+        ];
+        if let Some(host) = host {
+            headers.push(("host", host.as_str()));
+        }
+        let reply = edge.send(Method::POST, "/mcp", &headers, "{}").await;
+        assert_eq!(reply.status, *status, "{origin}");
+        if *status == 403 {
+            assert_eq!(reply.json()["message"], "Origin not allowed.", "{origin}");
+        } else {
+            passed += 1;
+        }
+    }
+    // Refused origins never reach the agent.
+    assert_eq!(edge.agent.request_count(), passed);
 }
 
 /// A stateful MCP server replica: `initialize` (a POST without a session) creates a session

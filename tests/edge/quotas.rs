@@ -18,9 +18,9 @@ use tower::ServiceExt;
 
 use crate::support::*;
 
-/// [`SUPPORT_ROUTE`] with route-level quota rules appended.
+/// [`support_route`] with route-level quota rules appended.
 fn support_with(rules: &str) -> String {
-    format!("{SUPPORT_ROUTE}    quotas:\n      rules:\n{rules}")
+    format!("{}    quotas:\n      rules:\n{rules}", support_route())
 }
 
 #[tokio::test]
@@ -113,7 +113,7 @@ async fn only_authorized_requests_use_quota() {
 #[tokio::test]
 async fn keys_keep_callers_apart_and_global_rules_apply_to_every_route() {
     let top = "quotas:\n  rules:\n    - { name: per-sub, key: [sub], rate: 1/m }\n";
-    let edge = Edge::start(top, SUPPORT_ROUTE).await;
+    let edge = Edge::start(top, &support_route()).await;
     let alice = edge.token(|o| o.sub = Some("alice".into()));
     let bob = edge.token(|o| o.sub = Some("bob".into()));
     assert_eq!(edge.invoke("support", Some(&alice), "{}").await.status, 200);
@@ -234,7 +234,7 @@ async fn invoke_from(
 
 #[tokio::test]
 async fn auth_failures_per_ip_refuse_an_address_before_any_signature_check() {
-    let edge = Edge::start("limits: { authFailuresPerIp: 3/m }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { authFailuresPerIp: 3/m }", &support_route()).await;
     let attacker = client_from("127.0.0.3");
     let honest = client_from("127.0.0.4");
     let forged = SigningKey::generate(Alg::RS256, Some(edge.issuer.signing_key().kid().into()))
@@ -396,7 +396,7 @@ async fn tool_keys_and_match_follow_the_mcp_message() {
 async fn routes_without_rules_are_untouched_and_mcp_rules_skip_http_routes() {
     // A global tool rule cannot apply to an HTTP route: it is not compiled there.
     let top = "quotas:\n  rules:\n    - { name: per-tool, key: [tool], rate: 1/m }\n";
-    let edge = Edge::start(top, SUPPORT_ROUTE).await;
+    let edge = Edge::start(top, &support_route()).await;
     let route = edge.app.settings().routes.routes[0].clone();
     assert!(route.quotas.is_none());
     let token = edge.valid_token();

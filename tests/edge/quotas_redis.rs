@@ -127,9 +127,9 @@ async fn replicas_with_one_redis_share_one_limit() {
         ", timeout: 2s",
         "    - { name: per-client, key: [client_id], rate: 3/m }\n",
     );
-    let a = Edge::start(&top, SUPPORT_ROUTE).await;
+    let a = Edge::start(&top, &support_route()).await;
     // The second replica trusts the first one's issuer and forwards to the same agent.
-    let b = Edge::start(&top, &fill(SUPPORT_ROUTE, &a.issuer, &a.agent)).await;
+    let b = Edge::start(&top, &fill(&support_route(), &a.issuer, &a.agent)).await;
     let token = a.valid_token();
     assert_eq!(a.invoke("support", Some(&token), "{}").await.status, 200);
     assert_eq!(b.invoke("support", Some(&token), "{}").await.status, 200);
@@ -161,7 +161,7 @@ async fn redis_down_fails_open_and_decisions_resume_when_it_is_back() {
         ", timeout: 1s, onError: allow",
         "    - { name: per-client, key: [client_id], rate: 2/m }\n",
     );
-    let edge = Edge::start(&top, SUPPORT_ROUTE).await;
+    let edge = Edge::start(&top, &support_route()).await;
     let token = edge.valid_token();
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
@@ -206,7 +206,7 @@ async fn redis_down_with_on_error_deny_is_503() {
         ", timeout: 1s, onError: deny",
         "    - { name: per-client, key: [client_id], rate: 100/s }\n",
     );
-    let edge = Edge::start(&top, SUPPORT_ROUTE).await;
+    let edge = Edge::start(&top, &support_route()).await;
     let token = edge.valid_token();
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
     redis.kill();
@@ -237,7 +237,7 @@ async fn a_redis_that_never_answers_costs_at_most_the_timeout() {
             &format!(", timeout: 100ms, onError: {on_error}"),
             "    - { name: per-client, key: [client_id], rate: 1/m }\n",
         );
-        let edge = Edge::start(&top, SUPPORT_ROUTE).await;
+        let edge = Edge::start(&top, &support_route()).await;
         let token = edge.valid_token();
         for _ in 0..3 {
             let started = Instant::now();
@@ -272,8 +272,8 @@ async fn two_processes_admit_the_shared_rate_between_them() {
             "    - { name: shared, key: [client_id], rate: 50/s, burst: 5 }\n",
         )
     );
-    let a = start_binary_with(&issuer, &agent, &top, SUPPORT_ROUTE).await;
-    let b = start_binary_with(&issuer, &agent, &top, SUPPORT_ROUTE).await;
+    let a = start_binary_with(&issuer, &agent, &top, &support_route()).await;
+    let b = start_binary_with(&issuer, &agent, &top, &support_route()).await;
     let token = issuer.mint(&{
         let mut o = default_claims();
         o.iss = issuer.issuer();

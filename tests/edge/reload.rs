@@ -14,7 +14,7 @@ fn write(path: &std::path::Path, text: &str) {
 
 #[tokio::test]
 async fn reload_swaps_good_configurations_and_keeps_the_running_one_on_errors() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gatehouse.yaml");
     let routes = |client: &str| {

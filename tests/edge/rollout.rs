@@ -60,7 +60,7 @@ async fn twenty_reloads_then_a_sigterm_under_load_lose_no_request() {
         &issuer,
         &agent,
         "telemetry: { accessLog: \"off\", serverTiming: false }\nshutdownGracePeriod: 20s",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let token = {

@@ -30,7 +30,7 @@ async fn stream_request(
 
 #[tokio::test]
 async fn sse_events_arrive_one_by_one() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let response = stream_request(&edge, 4, 300).await;
     assert_eq!(response.status(), 200);
     assert!(
@@ -60,7 +60,7 @@ async fn sse_events_arrive_one_by_one() {
 
 #[tokio::test]
 async fn client_disconnect_cancels_the_upstream_stream() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let response = stream_request(&edge, 1000, 100).await;
     let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
@@ -78,7 +78,7 @@ async fn client_disconnect_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let payload = format!(r#"{{"data":"{}"}}"#, "x".repeat(3 * 1024 * 1024));
     let reply = edge
         .invoke("support", Some(&edge.valid_token()), &payload)
@@ -92,7 +92,7 @@ async fn large_bodies_stream_both_ways() {
 
 #[tokio::test]
 async fn h2c_clients_work() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
@@ -117,7 +117,7 @@ async fn tls_listener_negotiates_h2_and_http11() {
     let agent = agent().await;
     let yaml = format!(
         "listen: 127.0.0.1:0\ntls: {{ certFile: tls/edge.pem, keyFile: tls/edge.key }}\nroutes:\n{}",
-        fill(SUPPORT_ROUTE, &issuer, &agent)
+        fill(&support_route(), &issuer, &agent)
     );
     let edge = Edge::from_yaml(issuer, agent, &yaml).await;
     let pem = std::fs::read("tests/fixtures/tls/ca.pem").unwrap();
@@ -166,7 +166,7 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 
 #[tokio::test]
 async fn drain_lets_streams_finish_and_refuses_new_connections() {
-    let mut edge = Edge::start("shutdownGracePeriod: 20s", SUPPORT_ROUTE).await;
+    let mut edge = Edge::start("shutdownGracePeriod: 20s", &support_route()).await;
     let response = stream_request(&edge, 5, 200).await;
     let reading =
         tokio::spawn(async move { response.into_body().collect().await.map(|b| b.to_bytes()) });
@@ -196,7 +196,7 @@ async fn drain_lets_streams_finish_and_refuses_new_connections() {
 
 #[tokio::test]
 async fn slowloris_is_closed_at_header_read_timeout() {
-    let edge = Edge::start("limits: { headerReadTimeout: 1s }", SUPPORT_ROUTE).await;
+    let edge = Edge::start("limits: { headerReadTimeout: 1s }", &support_route()).await;
     let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
@@ -215,7 +215,7 @@ async fn slowloris_is_closed_at_header_read_timeout() {
 
 #[tokio::test]
 async fn concurrent_requests_share_the_pool() {
-    let edge = Arc::new(Edge::start("", SUPPORT_ROUTE).await);
+    let edge = Arc::new(Edge::start("", &support_route()).await);
     let token = edge.valid_token();
     let mut tasks = Vec::new();
     for i in 0..50 {

@@ -1,5 +1,6 @@
 //! The in-process harness: the real server on port 0, a [`TestIssuer`] it fetches keys from,
-//! and a recording [`EchoAgent`] upstream. No outside processes.
+//! and a recording [`EchoAgent`] upstream. No outside processes. [`Edge::send`] goes through a
+//! socket; [`Edge::oneshot`] drives the same stack in-process, for what needs no connection.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -21,21 +22,106 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tower::ServiceExt;
 
 pub const CLIENT: &str = "client-a";
 pub const AUDIENCE: &str = "https://agents.example.com";
 
 /// A route block requiring client `client-a` and scope `invoke`, `{discovery}` and `{agent}`
 /// filled in by [`Edge::start`].
-pub const SUPPORT_ROUTE: &str = r#"
-  - name: support
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{discovery}"
-        allowedClients: [client-a]
-        allowedScopes: [invoke]
-    upstream: { url: "{agent}" }
-"#;
+pub fn support_route() -> String {
+    RouteYaml::new("support").build()
+}
+
+/// One `customJwtAuthorizer` route block of the routes YAML, built: the tests' one way to write
+/// an authorizer, instead of an inline block each. By default it names `{discovery}` (filled in
+/// by [`Edge::start`]), requires client `client-a` and scope `invoke`, and forwards to
+/// `{agent}`; each method changes one thing.
+#[derive(Clone, Debug)]
+pub struct RouteYaml {
+    name: String,
+    route_keys: Vec<String>,
+    authorizer_keys: Vec<String>,
+    clients: Option<String>,
+    scopes: Option<String>,
+    upstream: String,
+}
+
+impl RouteYaml {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            route_keys: Vec::new(),
+            authorizer_keys: Vec::new(),
+            clients: Some("[client-a]".into()),
+            scopes: Some("[invoke]".into()),
+            upstream: r#"{ url: "{agent}" }"#.into(),
+        }
+    }
+
+    /// An MCP route at `path`.
+    pub fn mcp(self, path: &str) -> Self {
+        self.key("protocol: MCP").key(&format!("path: {path}"))
+    }
+
+    /// `allowedClients` (`None`: any client).
+    pub fn clients(mut self, list: Option<&str>) -> Self {
+        self.clients = list.map(str::to_owned);
+        self
+    }
+
+    /// `allowedScopes` (`None`: no scope required).
+    pub fn scopes(mut self, list: Option<&str>) -> Self {
+        self.scopes = list.map(str::to_owned);
+        self
+    }
+
+    /// Another key of `customJwtAuthorizer`, as one YAML line (`allowedAudience: [...]`).
+    pub fn authorizer(mut self, line: &str) -> Self {
+        self.authorizer_keys.push(line.to_owned());
+        self
+    }
+
+    /// Another key of the route, as YAML at route indentation (may span lines).
+    pub fn key(mut self, yaml: &str) -> Self {
+        self.route_keys.push(yaml.to_owned());
+        self
+    }
+
+    /// The `upstream` value (flow YAML); the default is `{ url: "{agent}" }`.
+    pub fn upstream(mut self, flow: &str) -> Self {
+        self.upstream = flow.to_owned();
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut yaml = format!("\n  - name: {}\n", self.name);
+        let route_line = |yaml: &mut String, text: &str| {
+            for line in text.lines() {
+                yaml.push_str("    ");
+                yaml.push_str(line);
+                yaml.push('\n');
+            }
+        };
+        // Route keys that shape the route come before the authorizer, as people write them.
+        for key in &self.route_keys {
+            route_line(&mut yaml, key);
+        }
+        yaml.push_str("    authorizerConfiguration:\n      customJwtAuthorizer:\n");
+        yaml.push_str("        discoveryUrl: \"{discovery}\"\n");
+        if let Some(clients) = &self.clients {
+            yaml.push_str(&format!("        allowedClients: {clients}\n"));
+        }
+        if let Some(scopes) = &self.scopes {
+            yaml.push_str(&format!("        allowedScopes: {scopes}\n"));
+        }
+        for line in &self.authorizer_keys {
+            yaml.push_str(&format!("        {line}\n"));
+        }
+        route_line(&mut yaml, &format!("upstream: {}", self.upstream));
+        yaml
+    }
+}
 
 /// Collects access-log lines written by the edge's writer thread.
 #[derive(Clone, Default)]
@@ -218,6 +304,47 @@ impl Edge {
             .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap();
         let response = self.client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// The same request as [`Edge::send`], driven through the edge's request stack in-process
+    /// with `tower::ServiceExt::oneshot` (as axum and linkerd test theirs): the real stack, App
+    /// and upstream, but no client socket and no HTTP codec in between. For what the stack
+    /// decides (statuses, headers, bodies, refusals); connection-level behaviour (the
+    /// listener's address, TLS, timeouts on the wire) needs [`Edge::send`]. Like an HTTP/1.1
+    /// client, it sends `Host` (the edge's address) and a `Content-Length` for a body, unless
+    /// `headers` has them.
+    pub async fn oneshot(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if !has("host") {
+            builder = builder.header("host", self.addr.to_string());
+        }
+        if !body.is_empty() && !has("content-length") && !has("transfer-encoding") {
+            builder = builder.header("content-length", body.len());
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = gatehouse::stack::build(self.app.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         Reply {
@@ -450,13 +577,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The binary serving [`SUPPORT_ROUTE`] with the access log off.
+/// The binary serving [`&support_route()`] with the access log off.
 pub async fn start_binary(issuer: &TestIssuer, agent: &EchoAgent) -> Binary {
     start_binary_with(
         issuer,
         agent,
         "telemetry: { accessLog: \"off\" }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await
 }

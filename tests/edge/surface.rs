@@ -5,28 +5,25 @@ use http::Method;
 
 use crate::support::*;
 
-const MCP_ROUTE: &str = r#"
-  - name: tools
-    protocol: MCP
-    path: /mcp
-    authorizerConfiguration:
-      customJwtAuthorizer:
-        discoveryUrl: "{discovery}"
-        allowedScopes: [invoke, read]
-        advertisedScopeMapping: { invoke: "mcp:invoke" }
-    cors: { allowedOrigins: ["https://inspector.example"] }
-    upstream: { url: "{agent}" }
-"#;
+fn mcp_route() -> String {
+    RouteYaml::new("tools")
+        .mcp("/mcp")
+        .clients(None)
+        .scopes(Some("[invoke, read]"))
+        .authorizer(r#"advertisedScopeMapping: { invoke: "mcp:invoke" }"#)
+        .key(r#"cors: { allowedOrigins: ["https://inspector.example"] }"#)
+        .build()
+}
 
 #[tokio::test]
 async fn protected_resource_metadata_in_every_form() {
-    let edge = Edge::start("publicUrl: https://gw.example.com", MCP_ROUTE).await;
+    let edge = Edge::start("publicUrl: https://gw.example.com", &mcp_route()).await;
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
         "/mcp/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource",
     ] {
-        let reply = edge.send(Method::GET, path, &[], "").await;
+        let reply = edge.oneshot(Method::GET, path, &[], "").await;
         assert_eq!(reply.status, 200, "{path}");
         assert_eq!(reply.header("content-type"), Some("application/json"));
         let doc = reply.json();
@@ -46,7 +43,7 @@ async fn protected_resource_metadata_in_every_form() {
         assert_eq!(doc["resource_name"], "tools");
     }
     // The 401 challenge points at a document whose resource is the URL the client called.
-    let reply = edge.send(Method::POST, "/mcp", &[], "{}").await;
+    let reply = edge.oneshot(Method::POST, "/mcp", &[], "{}").await;
     assert_eq!(reply.status, 401);
     assert_eq!(
         reply.header("www-authenticate").unwrap(),
@@ -58,9 +55,9 @@ async fn protected_resource_metadata_in_every_form() {
 
 #[tokio::test]
 async fn metadata_derives_the_base_url_without_public_url() {
-    let edge = Edge::start("", MCP_ROUTE).await;
+    let edge = Edge::start("", &mcp_route()).await;
     let reply = edge
-        .send(
+        .oneshot(
             Method::GET,
             "/.well-known/oauth-protected-resource/mcp",
             &[],
@@ -72,7 +69,7 @@ async fn metadata_derives_the_base_url_without_public_url() {
         format!("http://{}/mcp", edge.addr)
     );
     let reply = edge
-        .send(
+        .oneshot(
             Method::GET,
             "/.well-known/oauth-protected-resource/mcp",
             &[("host", "evil\"x")],
@@ -84,10 +81,10 @@ async fn metadata_derives_the_base_url_without_public_url() {
 
 #[tokio::test]
 async fn cors_preflight_origin_check_and_exposed_headers() {
-    let edge = Edge::start("", MCP_ROUTE).await;
+    let edge = Edge::start("", &mcp_route()).await;
     let origin = "https://inspector.example";
     let preflight = edge
-        .send(
+        .oneshot(
             Method::OPTIONS,
             "/mcp",
             &[
@@ -119,7 +116,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
 
     // The real 401 carries CORS headers so the browser can read the challenge.
     let reply = edge
-        .send(Method::POST, "/mcp", &[("origin", origin)], "{}")
+        .oneshot(Method::POST, "/mcp", &[("origin", origin)], "{}")
         .await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.header("access-control-allow-origin"), Some(origin));
@@ -134,7 +131,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     // And the 200.
     let auth = format!("Bearer {}", edge.token(|o| o.client_id = None));
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/mcp",
             &[("origin", origin), ("authorization", &auth)],
@@ -147,7 +144,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     // A foreign origin: 403 before any upstream contact, token or not.
     edge.agent.clear();
     let reply = edge
-        .send(
+        .oneshot(
             Method::POST,
             "/mcp",
             &[("origin", "https://evil.example"), ("authorization", &auth)],
@@ -158,7 +155,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
     assert_eq!(edge.agent.request_count(), 0);
     // Metadata documents follow the same policy.
     let reply = edge
-        .send(
+        .oneshot(
             Method::GET,
             "/.well-known/oauth-protected-resource/mcp",
             &[("origin", origin)],
@@ -170,7 +167,7 @@ async fn cors_preflight_origin_check_and_exposed_headers() {
 
 #[tokio::test]
 async fn admin_endpoints_and_metrics() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     assert_eq!(edge.admin("/healthz").await.status, 200);
     let ready = edge.admin("/readyz").await;
     assert_eq!(ready.status, 200);
@@ -209,7 +206,7 @@ async fn admin_endpoints_and_metrics() {
 
 #[tokio::test]
 async fn access_log_says_who_invoked_what_with_which_outcome() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let token = edge.token(|o| o.sub = Some("alice".into()));
     assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
     let denied = edge.token(|o| o.client_id = Some("client-z".into()));

@@ -88,7 +88,7 @@ fn hex_span(id: &str) -> SpanId {
 
 #[tokio::test]
 async fn spans_form_the_request_tree_with_the_wire_ids() {
-    let (edge, exporter) = traced_edge("telemetry: { serverTiming: true }", SUPPORT_ROUTE).await;
+    let (edge, exporter) = traced_edge("telemetry: { serverTiming: true }", &support_route()).await;
     let token = edge.valid_token();
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let session = "telemetry-session-0123456789abcdef0123456789";
@@ -222,7 +222,7 @@ async fn spans_form_the_request_tree_with_the_wire_ids() {
 
 #[tokio::test]
 async fn rejected_requests_are_traced_with_their_outcome() {
-    let (edge, exporter) = traced_edge("", SUPPORT_ROUTE).await;
+    let (edge, exporter) = traced_edge("", &support_route()).await;
     let cases: Vec<(Option<String>, u16, &str)> = vec![
         (None, 401, "missing"),
         (Some("not.a.token".into()), 401, "invalid"),
@@ -297,7 +297,7 @@ async fn rejected_requests_are_traced_with_their_outcome() {
 
 #[tokio::test]
 async fn upstream_failures_mark_the_client_and_server_spans() {
-    let (edge, exporter) = traced_edge("limits: { requestTimeout: 1s }", SUPPORT_ROUTE).await;
+    let (edge, exporter) = traced_edge("limits: { requestTimeout: 1s }", &support_route()).await;
     edge.agent
         .set_behavior(gatehouse::dev::Behavior::Status(503));
     let token = edge.valid_token();
@@ -331,7 +331,8 @@ async fn upstream_failures_mark_the_client_and_server_spans() {
 
 #[tokio::test]
 async fn a_key_fetch_for_an_unknown_kid_is_a_child_of_auth() {
-    let (edge, exporter) = traced_edge("jwt: { jwksMinRefetchInterval: 1ms }", SUPPORT_ROUTE).await;
+    let (edge, exporter) =
+        traced_edge("jwt: { jwksMinRefetchInterval: 1ms }", &support_route()).await;
     edge.issuer.rotate(Alg::ES256).unwrap();
     let token = edge.valid_token();
     let reply = edge.invoke("support", Some(&token), "{}").await;
@@ -358,7 +359,7 @@ async fn a_key_fetch_for_an_unknown_kid_is_a_child_of_auth() {
 async fn sampling_is_parent_based_and_enduser_id_can_be_off() {
     let (edge, exporter) = traced_edge(
         "telemetry: { sampling: 0, enduserId: false }",
-        SUPPORT_ROUTE,
+        &support_route(),
     )
     .await;
     let token = edge.valid_token();
@@ -406,7 +407,7 @@ async fn sampling_is_parent_based_and_enduser_id_can_be_off() {
 
 #[tokio::test]
 async fn an_xray_trace_header_is_continued() {
-    let (edge, exporter) = traced_edge("", SUPPORT_ROUTE).await;
+    let (edge, exporter) = traced_edge("", &support_route()).await;
     let token = edge.valid_token();
     let reply = edge
         .send(
@@ -439,7 +440,7 @@ async fn an_xray_trace_header_is_continued() {
 
 #[tokio::test]
 async fn an_sse_stream_is_one_server_span_ending_with_the_body() {
-    let (edge, exporter) = traced_edge("", SUPPORT_ROUTE).await;
+    let (edge, exporter) = traced_edge("", &support_route()).await;
     let token = edge.valid_token();
     let reply = edge
         .invoke(
@@ -574,7 +575,7 @@ fn get(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_move_by_exactly_the_requests_sent() {
-    let edge = Edge::start("", SUPPORT_ROUTE).await;
+    let edge = Edge::start("", &support_route()).await;
     let token = edge.valid_token();
     let intruder = edge.token(|o| o.client_id = Some("intruder".into()));
     let before = metrics(&edge).await;
@@ -710,7 +711,7 @@ async fn no_token_reaches_logs_spans_metrics_or_the_access_log() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let (edge, exporter) = traced_edge("telemetry: { serverTiming: true }", SUPPORT_ROUTE).await;
+    let (edge, exporter) = traced_edge("telemetry: { serverTiming: true }", &support_route()).await;
     let good = edge.valid_token();
     let expired = edge.token(|o| o.issued_at = Some(now() - 7200));
     let forged = stranger(Alg::RS256)
@@ -781,7 +782,7 @@ async fn requests_succeed_when_the_collector_is_down() {
         let top = format!(
             "telemetry: {{ otlp: {{ endpoint: \"http://127.0.0.1:{port}\", protocol: \"{protocol}\", timeout: 1s }} }}"
         );
-        let edge = Edge::start(&top, SUPPORT_ROUTE).await;
+        let edge = Edge::start(&top, &support_route()).await;
         let token = edge.valid_token();
         for _ in 0..10 {
             assert_eq!(edge.invoke("support", Some(&token), "{}").await.status, 200);
@@ -823,7 +824,10 @@ async fn a_stuck_collector_fills_a_bounded_queue_and_drops_are_counted() {
     let issuer = issuer().await;
     let agent = agent().await;
     let yaml = fill(
-        &format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.2:0 }}\nroutes:\n{SUPPORT_ROUTE}"),
+        &format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.2:0 }}\nroutes:\n{}",
+            support_route()
+        ),
         &issuer,
         &agent,
     );
