@@ -226,7 +226,11 @@ struct RouteContext<'a> {
 
 /// `limits.authFailuresPerIp`: the per-address budget of failed validations.
 fn auth_failures(file: &FileConfig) -> Result<Option<Arc<FailureBudget>>, String> {
-    let Some(rate) = file.limits.as_ref().and_then(|l| l.auth_failures_per_ip.as_deref()) else {
+    let Some(rate) = file
+        .limits
+        .as_ref()
+        .and_then(|l| l.auth_failures_per_ip.as_deref())
+    else {
         return Ok(None);
     };
     let rate = Rate::parse(rate).map_err(|e| format!("limits.authFailuresPerIp: {e}"))?;

@@ -258,7 +258,9 @@ impl<'a> RequestSpans<'a> {
     /// `gatehouse.token_exchange`: the outbound credential (SPEC §13), never the token.
     fn token_exchange(&self) -> Option<SpanData> {
         self.record.outbound().map(|outbound| {
-            let start = outbound.started.saturating_duration_since(self.record.started);
+            let start = outbound
+                .started
+                .saturating_duration_since(self.record.started);
             let result = outbound.result;
             let mut attributes = vec![
                 KeyValue::new("gatehouse.cache_hit", result == OutboundResult::Hit),
