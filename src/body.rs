@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::forward::UpstreamBody;
+use crate::mcp::filter::FilterBody;
 
 /// Errors a response body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,6 +27,9 @@ pin_project! {
         Full { data: Option<Bytes> },
         /// The upstream's body, streamed with the idle timeout applied.
         Upstream { #[pin] body: UpstreamBody },
+        /// An MCP list response whose entries the caller may not use are removed
+        /// (`filterLists`, [`crate::mcp::filter`]).
+        Filtered { body: Box<FilterBody> },
     }
 }
 
@@ -42,6 +46,12 @@ impl ProxyBody {
 
     pub fn upstream(body: UpstreamBody) -> Self {
         Self::Upstream { body }
+    }
+
+    pub fn filtered(body: FilterBody) -> Self {
+        Self::Filtered {
+            body: Box::new(body),
+        }
     }
 }
 
@@ -62,6 +72,7 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Filtered { body } => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -69,6 +80,7 @@ impl Body for ProxyBody {
         match self {
             Self::Full { data } => data.is_none(),
             Self::Upstream { body } => body.is_end_stream(),
+            Self::Filtered { body } => body.is_end_stream(),
         }
     }
 
@@ -78,6 +90,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Self::Upstream { body } => body.size_hint(),
+            Self::Filtered { body } => body.size_hint(),
         }
     }
 }

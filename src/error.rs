@@ -28,8 +28,10 @@ use crate::auth::AuthError;
 use crate::auth::policy::Denial;
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
+use crate::mcp::{self, McpError, read::ReadError, rules::Refusal};
 use crate::route::Protocol;
 use crate::telemetry::metrics::AuthOutcome;
+use serde_json::value::RawValue;
 
 pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 
@@ -73,6 +75,8 @@ pub enum ProxyError {
     SessionNotBound {
         protocol: Protocol,
     },
+    /// The MCP policy phase refused the message (SPEC §11): unreadable, or denied.
+    Mcp(McpError),
 }
 
 impl ProxyError {
@@ -95,6 +99,12 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::SessionNotBound { .. } => "session_not_bound",
+            Self::Mcp(McpError::Read(ReadError::TooLarge { .. })) => "mcp_too_large",
+            Self::Mcp(McpError::Read(_)) => "mcp_invalid",
+            Self::Mcp(McpError::Denied(denied)) => match denied.refusal {
+                Refusal::Scope(_) => "mcp_insufficient_scope",
+                _ => "mcp_denied",
+            },
             Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
             Self::Upstream(UpstreamError::Signing(_)) => "upstream_signing",
             Self::Upstream(_) => "upstream_unreachable",
@@ -116,6 +126,7 @@ impl ProxyError {
                 None,
             ),
             Self::Auth { error, challenge } => return auth_response(error, &challenge),
+            Self::Mcp(error) => return mcp_response(error),
             Self::OriginNotAllowed => (
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
@@ -238,6 +249,68 @@ fn auth_response(error: AuthError, challenge: &Challenge) -> Response<ProxyBody>
             response
         }
     }
+}
+
+/// MCP refusals carry a JSON-RPC error body (with the request's id when it had one), so an
+/// MCP client reports them as the answer to its call.
+fn mcp_response(error: McpError) -> Response<ProxyBody> {
+    let (status, kind, code, message, id, challenge) = match error {
+        McpError::Read(ReadError::TooLarge { limit }) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationException",
+            mcp::read::INVALID_REQUEST,
+            format!("The MCP message exceeds the limit of {limit} bytes."),
+            None,
+            None,
+        ),
+        McpError::Read(ReadError::Body) => (
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            mcp::read::PARSE_ERROR,
+            "The request body could not be read.".to_owned(),
+            None,
+            None,
+        ),
+        McpError::Read(ReadError::Invalid { code, message, id }) => (
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            code,
+            message.to_owned(),
+            id,
+            None,
+        ),
+        McpError::Denied(denied) => {
+            let challenge = match &denied.refusal {
+                Refusal::Scope(scope) => Some(format!(
+                    r#"Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{}""#,
+                    denied.resource_metadata
+                )),
+                _ => None,
+            };
+            let message = denied.message();
+            (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                mcp::ACCESS_DENIED,
+                message,
+                denied.id,
+                challenge,
+            )
+        }
+    };
+    let id = id.as_deref().map_or("null", RawValue::get);
+    let message = serde_json::to_string(&message).unwrap_or_else(|_| "\"\"".to_owned());
+    let body =
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#);
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(X_AMZN_ERROR_TYPE.clone(), HeaderValue::from_static(kind));
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 fn invalid_token(reason: &str, metadata: &str) -> Response<ProxyBody> {

@@ -222,6 +222,7 @@ pub fn compile(
             trust_forwarded,
             &issuers,
             shared,
+            base_dir,
         )?);
         if route_file.default_resource == Some(true) {
             default_resource = Some(route.clone());
@@ -315,6 +316,7 @@ fn compile_route(
     trust_forwarded: bool,
     issuers: &HashMap<String, Arc<Issuer>>,
     shared: &Shared,
+    base_dir: &Path,
 ) -> Result<Route, String> {
     let name = route.name.as_str();
     let protocol = match route.protocol.as_deref() {
@@ -412,6 +414,22 @@ fn compile_route(
         .or(file.cors.as_ref())
         .map(|c| Arc::new(cors_policy(c, &allowlist)));
     let session_binding = session_binding(route, protocol, auth.is_some(), shared);
+    let mcp = match &route.mcp {
+        Some(mcp) => {
+            let mapping = jwt_authorizer(route).map(|a| &a.advertised_scope_mapping);
+            let advertise = |scope: &str| {
+                mapping
+                    .and_then(|m| m.get(scope))
+                    .cloned()
+                    .unwrap_or_else(|| scope.to_owned())
+            };
+            Some(Arc::new(
+                crate::mcp::McpPolicy::compile(mcp, name, base_dir, &advertise, &claim_rule)
+                    .map_err(|e| format!("route {name}: mcp: {e}"))?,
+            ))
+        }
+        None => None,
+    };
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -425,6 +443,7 @@ fn compile_route(
         metrics: shared.metrics.route(name),
         keep_alive: route.keep_alive.map(|d| d.0).filter(|d| !d.is_zero()),
         session_binding,
+        mcp,
     })
 }
 

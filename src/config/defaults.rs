@@ -76,3 +76,6 @@ mod tests {
         );
     }
 }
+
+/// `mcp.maxMessageBytes`: a JSON-RPC message is read whole to decide on it.
+pub const MCP_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;

@@ -15,9 +15,10 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 
 use super::file::{
-    AdminFile, AuthorizerConfiguration, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
-    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, RouteFile,
-    SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
+    AdminFile, AuthorizerConfiguration, CedarFile, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
+    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, McpFile, McpMatchFile,
+    McpRuleFile, OtlpFile, RouteFile, SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile,
+    UpstreamFile,
 };
 use super::locate::{Index, Kind, Node, YPath};
 
@@ -41,11 +42,15 @@ pub(super) enum Struct {
     ClaimMatchValueUnion,
     Upstream,
     SessionBinding,
+    Mcp,
+    McpRule,
+    McpMatch,
+    Cedar,
 }
 
 /// Every struct, for tests that go through all of them.
 #[cfg(test)]
-pub(super) const ALL: [Struct; 17] = [
+pub(super) const ALL: [Struct; 21] = [
     Struct::Root,
     Struct::Tls,
     Struct::Admin,
@@ -63,6 +68,10 @@ pub(super) const ALL: [Struct; 17] = [
     Struct::ClaimMatchValueUnion,
     Struct::Upstream,
     Struct::SessionBinding,
+    Struct::Mcp,
+    Struct::McpRule,
+    Struct::McpMatch,
+    Struct::Cedar,
 ];
 
 /// What a key holds, as far as unknown keys are concerned.
@@ -91,6 +100,11 @@ fn child(parent: Struct, key: &str) -> Shape {
         (T::Route, "authorizerConfiguration") => S(T::AuthorizerConfiguration),
         (T::Route, "upstream") => S(T::Upstream),
         (T::Route, "sessionBinding") => S(T::SessionBinding),
+        (T::Route, "mcp") => S(T::Mcp),
+        (T::Mcp, "rules") => SeqOf(T::McpRule),
+        (T::Mcp, "cedar") => S(T::Cedar),
+        (T::McpRule, "match") => S(T::McpMatch),
+        (T::McpRule, "customClaims") => SeqOf(T::CustomClaim),
         (T::AuthorizerConfiguration, "customJwtAuthorizer" | "customJWTAuthorizer") => {
             S(T::CustomJwt)
         }
@@ -122,6 +136,10 @@ pub(super) fn fields(s: Struct) -> &'static [&'static str] {
         Struct::ClaimMatchValueUnion => fields_of::<ClaimMatchValueUnion>(),
         Struct::Upstream => fields_of::<UpstreamFile>(),
         Struct::SessionBinding => fields_of::<SessionBindingFile>(),
+        Struct::Mcp => fields_of::<McpFile>(),
+        Struct::McpRule => fields_of::<McpRuleFile>(),
+        Struct::McpMatch => fields_of::<McpMatchFile>(),
+        Struct::Cedar => fields_of::<CedarFile>(),
     }
 }
 
