@@ -149,11 +149,30 @@ pub fn parse(bytes: &[u8]) -> Result<McpMessage, ReadError> {
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let raw = Envelope::deserialize(&mut de).map_err(classify)?;
+    let raw = Envelope::deserialize(&mut de).map_err(|e| with_id(classify(e), bytes))?;
     de.end().map_err(|_| {
         ReadError::invalid(PARSE_ERROR, "Parse error: trailing data after the message")
     })?;
     raw.into_message()
+}
+
+/// A refusal found while reading still answers with the request's id when one can be read
+/// unambiguously (valid JSON, one `id`, a string or an integer), so the client can match it.
+fn with_id(error: ReadError, bytes: &[u8]) -> ReadError {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<Box<RawValue>>,
+    }
+    match error {
+        ReadError::Invalid { code, message, .. } if code != PARSE_ERROR => {
+            let id = serde_json::from_slice::<IdOnly>(bytes)
+                .ok()
+                .and_then(|i| i.id)
+                .filter(|id| id.get().starts_with('"') || is_integer(id.get()));
+            ReadError::Invalid { code, message, id }
+        }
+        other => other,
+    }
 }
 
 fn classify(error: serde_json::Error) -> ReadError {

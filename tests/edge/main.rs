@@ -17,6 +17,7 @@ mod hostile;
 mod keys;
 mod load;
 mod mcp;
+mod mcp_policy;
 mod reload;
 mod replicas;
 mod sessions;
