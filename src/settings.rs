@@ -424,8 +424,15 @@ fn compile_route(
                     .unwrap_or_else(|| scope.to_owned())
             };
             Some(Arc::new(
-                crate::mcp::McpPolicy::compile(mcp, name, base_dir, &advertise, &claim_rule)
-                    .map_err(|e| format!("route {name}: mcp: {e}"))?,
+                crate::mcp::McpPolicy::compile(
+                    mcp,
+                    name,
+                    base_dir,
+                    &advertise,
+                    auth.as_ref().map_or(&[][..], |a| &a.advertised_scopes),
+                    &claim_rule,
+                )
+                .map_err(|e| format!("route {name}: mcp: {e}"))?,
             ))
         }
         None => None,

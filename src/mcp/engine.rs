@@ -56,13 +56,20 @@ impl McpPolicy {
     }
 
     /// Compiles a validated block. `advertise` maps a scope to the name challenges advertise
-    /// (the route's `advertisedScopeMapping`); `claim_rule` compiles a `customClaims` entry
-    /// as the authorizer does; policy files are read relative to `base_dir`.
+    /// (the route's `advertisedScopeMapping`); `route_scopes` are the route authorizer's
+    /// advertised scopes; `claim_rule` compiles a `customClaims` entry as the authorizer does;
+    /// policy files are read relative to `base_dir`.
+    ///
+    /// A rule's step-up challenge names the route's scopes and then the rule's: MCP asks a
+    /// challenge to carry every scope the operation needs, and a client that requests exactly
+    /// the challenged scopes (the TypeScript SDK 1.x) would otherwise trade the route's scope
+    /// for the rule's and be refused by the authorizer next.
     pub fn compile(
         file: &McpFile,
         route_name: &str,
         base_dir: &Path,
         advertise: &dyn Fn(&str) -> String,
+        route_scopes: &[String],
         claim_rule: &dyn Fn(&crate::config::file::CustomClaim) -> Result<ClaimRule, String>,
     ) -> Result<Self, String> {
         let default_allow = file.default.as_deref() != Some("deny");
@@ -92,47 +99,52 @@ impl McpPolicy {
                 }
             }
             None => {
-                let rules = file
-                    .rules
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(i, rule)| {
-                        let advertised: Vec<String> = rule
-                            .allowed_scopes
-                            .iter()
-                            .flatten()
-                            .map(|s| advertise(s))
-                            .collect();
-                        Ok(Rule {
-                            label: Arc::from(format!("rules[{i}]")),
-                            method: rule
-                                .match_
-                                .as_ref()
-                                .and_then(|m| m.method.as_deref())
-                                .map(Glob::new),
-                            name: rule
-                                .match_
-                                .as_ref()
-                                .and_then(|m| m.name.as_deref())
-                                .map(Glob::new),
-                            policy: Policy {
-                                allowed_clients: rule.allowed_clients.clone(),
-                                allowed_audience: None,
-                                allowed_scopes: rule.allowed_scopes.clone(),
-                                custom_claims: rule
-                                    .custom_claims
-                                    .iter()
-                                    .flatten()
-                                    .map(claim_rule)
-                                    .collect::<Result<_, _>>()?,
-                            },
-                            deny: rule.deny.unwrap_or(false),
-                            scope_challenge: (!advertised.is_empty())
-                                .then(|| Arc::from(advertised.join(" "))),
+                let rules =
+                    file.rules
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, rule)| {
+                            let mut advertised: Vec<String> = Vec::new();
+                            if rule.allowed_scopes.is_some() {
+                                let wanted = route_scopes.iter().cloned().chain(
+                                    rule.allowed_scopes.iter().flatten().map(|s| advertise(s)),
+                                );
+                                for scope in wanted {
+                                    if !advertised.contains(&scope) {
+                                        advertised.push(scope);
+                                    }
+                                }
+                            }
+                            Ok(Rule {
+                                label: Arc::from(format!("rules[{i}]")),
+                                method: rule
+                                    .match_
+                                    .as_ref()
+                                    .and_then(|m| m.method.as_deref())
+                                    .map(Glob::new),
+                                name: rule
+                                    .match_
+                                    .as_ref()
+                                    .and_then(|m| m.name.as_deref())
+                                    .map(Glob::new),
+                                policy: Policy {
+                                    allowed_clients: rule.allowed_clients.clone(),
+                                    allowed_audience: None,
+                                    allowed_scopes: rule.allowed_scopes.clone(),
+                                    custom_claims: rule
+                                        .custom_claims
+                                        .iter()
+                                        .flatten()
+                                        .map(claim_rule)
+                                        .collect::<Result<_, _>>()?,
+                                },
+                                deny: rule.deny.unwrap_or(false),
+                                scope_challenge: (!advertised.is_empty())
+                                    .then(|| Arc::from(advertised.join(" "))),
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
+                        .collect::<Result<Vec<_>, String>>()?;
                 Decider::Rules(Rules {
                     rules,
                     default_allow,

@@ -90,14 +90,15 @@ async fn rules_allow_deny_and_step_up() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body, body.as_bytes());
 
-    // A rule needing a scope the token lacks: the MCP step-up challenge, nothing forwarded.
+    // A rule needing a scope the token lacks: the MCP step-up challenge (the route's scope and
+    // the rule's: everything the call needs), nothing forwarded.
     let reply = post(&edge, &token, &call(json!("b-2"), "billing_refund"), &[]).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.error_type(), Some("AccessDeniedException"));
     let www = reply.header("www-authenticate").unwrap();
     assert!(
         www.starts_with(
-            r#"Bearer error="insufficient_scope", scope="billing", resource_metadata="http://"#
+            r#"Bearer error="insufficient_scope", scope="invoke billing", resource_metadata="http://"#
         ),
         "{www}"
     );

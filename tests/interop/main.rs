@@ -13,6 +13,7 @@
 
 mod agentcore;
 mod mcp;
+mod mcp_policy;
 mod otlp;
 mod sigv4;
 mod support;

@@ -8,6 +8,11 @@
 // authorization server metadata) and the token request itself. After the calls, a second
 // client resumes the session with the first one's session id (no new initialize) and calls
 // again; then the session is terminated (DELETE).
+//
+// --call TOOL [--args JSON]: instead, list the tools and call TOOL once; `call` in the output is
+// {result} or {error: {code, message}} as the SDK reported it, and `tokenScopes` the scope of
+// every token the provider obtained (a 403 insufficient_scope makes the SDK request a token
+// with the challenged scope and retry: MCP step-up).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
@@ -32,14 +37,40 @@ function transportOptions(extra = {}) {
   if (token) {
     options.requestInit = { headers: { Authorization: `Bearer ${token}` } };
   } else {
-    options.authProvider = new ClientCredentialsProvider({
+    const provider = new ClientCredentialsProvider({
       clientId: opt("--client-id"),
       clientSecret: opt("--client-secret"),
       scope: opt("--scope"),
       expectedIssuer: opt("--issuer"),
     });
+    const save = provider.saveTokens.bind(provider);
+    provider.saveTokens = (tokens) => {
+      tokenScopes.push(tokens.scope ?? null);
+      return save(tokens);
+    };
+    options.authProvider = provider;
   }
   return options;
+}
+
+const tokenScopes = [];
+
+async function callOnce(tool) {
+  const out = {};
+  const transport = new StreamableHTTPClientTransport(url, transportOptions());
+  const client = new Client({ name: "gatehouse-interop", version: "1.0.0" });
+  await client.connect(transport);
+  out.tools = (await client.listTools()).tools.map((t) => t.name).sort();
+  try {
+    const result = await client.callTool({ name: tool, arguments: JSON.parse(opt("--args") ?? "{}") });
+    out.call = { result: text(result), isError: Boolean(result.isError) };
+  } catch (e) {
+    out.call = { error: { code: e?.code ?? null, message: String(e?.message ?? e) } };
+  }
+  await client.close().catch(() => {});
+  out.tokenScopes = tokenScopes;
+  out.requests = requests;
+  return out;
 }
 
 const text = (result) => result.content.map((c) => c.text ?? "").join("");
@@ -88,7 +119,7 @@ const timer = setTimeout(() => {
   console.log(JSON.stringify({ error: "timed out" }));
   process.exit(1);
 }, 60000);
-main()
+(opt("--call") ? callOnce(opt("--call")) : main())
   .then((out) => {
     clearTimeout(timer);
     console.log(JSON.stringify(out));
