@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::app::App;
 
 /// Serves the admin endpoints until `stop` turns true.
-pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let stream = tokio::select! {
@@ -45,7 +45,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
 }
 
 /// Answers one admin request.
-pub fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
+pub(crate) fn handle<B>(app: &App, request: &Request<B>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }

@@ -16,7 +16,7 @@ use crate::forward::UpstreamBody;
 use crate::mcp::filter::FilterBody;
 
 /// Errors a response body can end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// A response body.

@@ -23,9 +23,9 @@ use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
-use crate::telemetry::record::RequestRecord;
 
 /// Request headers a browser may always send.
 const DEFAULT_ALLOWED: [&str; 13] = [
@@ -131,7 +131,7 @@ fn own_origin(url: &str) -> &str {
 
 /// Answers preflights and enforces the route's allowed origins.
 #[derive(Clone, Debug, Default)]
-pub struct CorsLayer;
+pub(crate) struct CorsLayer;
 
 impl<S> Layer<S> for CorsLayer {
     type Service = Cors<S>;
@@ -142,7 +142,7 @@ impl<S> Layer<S> for CorsLayer {
 
 /// See [`CorsLayer`].
 #[derive(Clone, Debug)]
-pub struct Cors<S> {
+pub(crate) struct Cors<S> {
     inner: S,
 }
 

@@ -5,8 +5,8 @@
 //! What the upstream gets: the standard set (`Content-Type`, `Content-Encoding`, `Accept`,
 //! `Content-Length`, `User-Agent`, the MCP protocol headers and every `Mcp-Param-*`), the
 //! route's `requestHeaderAllowlist` (with `Authorization` only when listed), and what the edge
-//! sets itself: the session id (HTTP routes: the client's if it is 33–256 characters of
-//! `[A-Za-z0-9._:-]`, else 400; a fresh UUID when absent), the request id, `X-Forwarded-*`,
+//! sets itself: the session id (HTTP routes: the client's if valid, else 400; a fresh one when
+//! absent — the rules are [`crate::session`]'s), the request id, `X-Forwarded-*`,
 //! `traceparent`/`tracestate`/`baggage`, and the identity headers (`userIdClaim`,
 //! `claimsToHeaders`). Identity headers are never taken from the client, even if allowlisted:
 //! a client cannot spoof who it is. Hop-by-hop headers and any header named by `Connection`
@@ -19,18 +19,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::auth::Principal;
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::phase::Check;
 use crate::route::{Protocol, Route};
-use crate::telemetry::record::RequestRecord;
 
-pub static SESSION_HEADER: HeaderName =
-    HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
 pub static REQUEST_ID_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id");
 pub static USER_ID_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-user-id");
-pub static MCP_SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
@@ -153,25 +150,15 @@ impl HeaderPolicy {
         record: &RequestRecord,
     ) -> Result<HeaderMap, ProxyError> {
         let mut out = HeaderMap::with_capacity(client.len() + 8);
-        let named_by_connection = connection_tokens(client);
+        let named_by_connection = crate::hop::connection_tokens(client);
         for (name, value) in client {
             if self.forwards(name) && !named_by_connection.contains(name) {
                 out.append(name.clone(), value.clone());
             }
         }
 
-        // Session id (HTTP routes): validated or generated, then sent and recorded.
-        let session = match protocol {
-            Protocol::Http => {
-                let id = session_id(client)?;
-                out.insert(SESSION_HEADER.clone(), id.clone());
-                Some(id)
-            }
-            Protocol::Mcp => client.get(&MCP_SESSION_HEADER).cloned(),
-        };
-        if let Some(id) = &session {
-            record.set_session_id(id.clone());
-        }
+        // Session id (HTTP routes: validated or generated), sent and recorded.
+        let session = crate::session::forward_id(protocol, client, &mut out, record)?;
 
         out.insert(REQUEST_ID_HEADER.clone(), record.request_id.clone());
         self.forwarded_headers(client, record, &mut out);
@@ -299,42 +286,6 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Header names listed in `Connection` (hop-by-hop by declaration).
-fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
-        .collect()
-}
-
-/// The runtime session id: the client's, if valid, else a new one.
-pub fn session_id(headers: &HeaderMap) -> Result<HeaderValue, ProxyError> {
-    let mut values = headers.get_all(&SESSION_HEADER).iter();
-    let Some(value) = values.next() else {
-        return Ok(crate::telemetry::trace::uuid_v4());
-    };
-    if values.next().is_some() {
-        return Err(ProxyError::BadRequest(
-            "More than one session id header.".into(),
-        ));
-    }
-    let id = value.as_bytes();
-    let valid = (33..=256).contains(&id.len())
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if !valid {
-        return Err(ProxyError::BadRequest(
-            "Invalid session id: X-Amzn-Bedrock-AgentCore-Runtime-Session-Id must be 33 to 256 characters of [A-Za-z0-9._:-]."
-                .into(),
-        ));
-    }
-    Ok(value.clone())
-}
-
 /// Rewrites the request's headers for the upstream.
 #[derive(Clone, Debug, Default)]
 pub struct Enrich;
@@ -372,70 +323,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn session_id_rules() {
-        let generated = session_id(&HeaderMap::new()).unwrap();
-        assert_eq!(generated.len(), 36);
-        let ok = "a".repeat(33);
-        assert_eq!(
-            session_id(&headers(&[(
-                "x-amzn-bedrock-agentcore-runtime-session-id",
-                &ok
-            )]))
-            .unwrap(),
-            ok.as_str()
-        );
-        let ok = "a".repeat(33);
-        assert_eq!(
-            session_id(&headers(&[(
-                "x-amzn-bedrock-agentcore-runtime-session-id",
-                &ok
-            )]))
-            .unwrap(),
-            ok
-        );
-        let ok = format!("user:42.{}-_", "x".repeat(246));
-        assert_eq!(ok.len(), 256);
-        assert!(
-            session_id(&headers(&[(
-                "x-amzn-bedrock-agentcore-runtime-session-id",
-                &ok
-            )]))
-            .is_ok()
-        );
-        for bad in [
-            "a".repeat(32),
-            "a".repeat(257),
-            format!("{}/", "a".repeat(40)),
-            format!("{} x", "a".repeat(40)),
-        ] {
-            let err = session_id(&headers(&[(
-                "x-amzn-bedrock-agentcore-runtime-session-id",
-                &bad,
-            )]))
-            .unwrap_err();
-            assert!(matches!(err, ProxyError::BadRequest(_)), "{bad}");
-        }
-        let two = headers(&[
-            (
-                "x-amzn-bedrock-agentcore-runtime-session-id",
-                &"a".repeat(40),
-            ),
-            (
-                "x-amzn-bedrock-agentcore-runtime-session-id",
-                &"b".repeat(40),
-            ),
-        ]);
-        assert!(session_id(&two).is_err());
-    }
-
-    #[test]
-    fn connection_named_headers() {
-        let h = headers(&[("connection", "keep-alive, X-Custom"), ("x-custom", "1")]);
-        let tokens = connection_tokens(&h);
-        assert!(tokens.contains(&HeaderName::from_static("x-custom")));
     }
 
     #[test]

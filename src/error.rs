@@ -18,19 +18,19 @@
 //! ```
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
-use crate::auth::AuthError;
+use crate::auth::challenge::Challenge;
 use crate::auth::policy::Denial;
+use crate::auth::{AuthError, AuthOutcome};
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
+use crate::forward::body::{BodyTooLarge, ClientBodyError};
 use crate::mcp::{self, McpError, read::ReadError, rules::Refusal};
 use crate::route::Protocol;
-use crate::telemetry::metrics::AuthOutcome;
 use serde_json::value::RawValue;
 
 pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
@@ -38,13 +38,95 @@ pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-error
 /// Seconds a client should wait before retrying while the issuer's keys are unavailable.
 const RETRY_AFTER_SECONDS: &str = "5";
 
-/// What a `WWW-Authenticate` challenge for one route says.
-#[derive(Debug, Clone)]
-pub struct Challenge {
-    /// Absolute URL of the protected resource metadata (RFC 9728).
-    pub resource_metadata: String,
-    /// The advertised scopes, space-separated, when the route requires scopes.
-    pub scope: Option<Arc<str>>,
+/// Why a request ended in error, for the access log (`error`), the spans (`error.type`) and
+/// span status. Telemetry reads this type; [`ErrorReason::as_str`] is the one spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReason {
+    NoRoute,
+    /// Authentication failed (the outcome's own label: `missing`, `invalid`, ...).
+    Auth(AuthOutcome),
+    OriginNotAllowed,
+    MethodNotAllowed,
+    BadRequest,
+    HeadersTooLarge,
+    BodyTooLarge,
+    SessionNotBound,
+    /// An MCP message over `mcp.maxMessageBytes` (SPEC §11).
+    McpTooLarge,
+    /// An MCP message the edge cannot decide on (not JSON-RPC, a batch, headers disagreeing).
+    McpInvalid,
+    /// An MCP message refused by the route's rules or Cedar policies.
+    McpDenied,
+    /// Refused for a scope the token lacks (the MCP step-up challenge).
+    McpInsufficientScope,
+    UpstreamTimeout,
+    UpstreamSigning,
+    UpstreamUnreachable,
+    /// The response body failed, or the client went away, before it ended.
+    StreamError,
+    /// The upstream answered 5xx (server spans only: the edge itself saw no error).
+    Http5xx,
+}
+
+impl ErrorReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::Auth(outcome) => outcome.as_str(),
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BadRequest => "bad_request",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::BodyTooLarge => "body_too_large",
+            Self::SessionNotBound => "session_not_bound",
+            Self::McpTooLarge => "mcp_too_large",
+            Self::McpInvalid => "mcp_invalid",
+            Self::McpDenied => "mcp_denied",
+            Self::McpInsufficientScope => "mcp_insufficient_scope",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamSigning => "upstream_signing",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::StreamError => "stream_error",
+            Self::Http5xx => "http_5xx",
+        }
+    }
+
+    /// The upstream was called and did not answer: the request still has a client span.
+    pub fn upstream_failed(self) -> bool {
+        matches!(self, Self::UpstreamTimeout | Self::UpstreamUnreachable)
+    }
+}
+
+impl std::fmt::Display for ErrorReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first error of type `E` in `error`'s cause chain.
+fn find_cause<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// `error: cause: cause...`, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Every way the edge itself can answer a request with an error.
@@ -88,27 +170,41 @@ impl ProxyError {
         }
     }
 
-    /// Short, stable reason for logs.
-    pub fn reason(&self) -> &'static str {
+    /// Why, as a type: the access log's `error` and the spans' `error.type`.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            Self::NoRoute => "no_route",
-            Self::Auth { error, .. } => error.outcome().as_str(),
-            Self::OriginNotAllowed => "origin_not_allowed",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::BadRequest(_) => "bad_request",
-            Self::HeadersTooLarge { .. } => "headers_too_large",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::SessionNotBound { .. } => "session_not_bound",
-            Self::Mcp(McpError::Read(ReadError::TooLarge { .. })) => "mcp_too_large",
-            Self::Mcp(McpError::Read(_)) => "mcp_invalid",
+            Self::NoRoute => ErrorReason::NoRoute,
+            Self::Auth { error, .. } => ErrorReason::Auth(error.outcome()),
+            Self::OriginNotAllowed => ErrorReason::OriginNotAllowed,
+            Self::MethodNotAllowed => ErrorReason::MethodNotAllowed,
+            Self::BadRequest(_) => ErrorReason::BadRequest,
+            Self::HeadersTooLarge { .. } => ErrorReason::HeadersTooLarge,
+            Self::BodyTooLarge { .. } => ErrorReason::BodyTooLarge,
+            Self::SessionNotBound { .. } => ErrorReason::SessionNotBound,
+            Self::Mcp(McpError::Read(ReadError::TooLarge { .. })) => ErrorReason::McpTooLarge,
+            Self::Mcp(McpError::Read(_)) => ErrorReason::McpInvalid,
             Self::Mcp(McpError::Denied(denied)) => match denied.refusal {
-                Refusal::Scope(_) => "mcp_insufficient_scope",
-                _ => "mcp_denied",
+                Refusal::Scope(_) => ErrorReason::McpInsufficientScope,
+                _ => ErrorReason::McpDenied,
             },
-            Self::Upstream(UpstreamError::Timeout(_)) => "upstream_timeout",
-            Self::Upstream(UpstreamError::Signing(_)) => "upstream_signing",
-            Self::Upstream(_) => "upstream_unreachable",
+            Self::Upstream(UpstreamError::Timeout(_)) => ErrorReason::UpstreamTimeout,
+            Self::Upstream(UpstreamError::Signing(_)) => ErrorReason::UpstreamSigning,
+            Self::Upstream(UpstreamError::Unreachable(_)) => ErrorReason::UpstreamUnreachable,
         }
+    }
+
+    /// Classifies a failed upstream exchange by walking the error's cause chain: the client's
+    /// body over the limit is 413, the client's body unreadable (malformed chunking, a client
+    /// gone mid-body) is 400 — not a 502 that blames the agent — and anything else (refused,
+    /// reset, TLS, protocol) is the upstream unreachable, 502.
+    pub fn from_upstream(error: &(dyn std::error::Error + 'static)) -> Self {
+        if let Some(limit) = find_cause::<BodyTooLarge>(error) {
+            return Self::BodyTooLarge { limit: limit.0 };
+        }
+        if find_cause::<ClientBodyError>(error).is_some() {
+            return Self::BadRequest("The request body could not be read.".into());
+        }
+        Self::Upstream(UpstreamError::Unreachable(error_chain(error)))
     }
 
     /// The response: status, `x-amzn-ErrorType`, JSON body, and challenge headers.
@@ -363,6 +459,7 @@ fn json_error(
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use std::sync::Arc;
 
     fn challenge(scope: Option<&str>) -> Box<Challenge> {
         Box::new(Challenge {

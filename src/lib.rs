@@ -3,44 +3,54 @@
 //! Every request on the public listener takes one path, composed in [`stack`]:
 //!
 //! ```text
-//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ enrich ─▶ forward ─▶ agent
+//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ mcp ─▶ enrich ─▶ forward ─▶ agent
 //! ```
 //!
 //! - [`server`]: listeners, TLS, HTTP/1.1 + h2, graceful drain.
-//! - [`telemetry::record`]: the per-request record; errors become responses ([`error`]); the
-//!   access log and metrics are written when the response body ends.
-//! - [`route`]: path → [`route::Route`], or its OAuth protected resource metadata.
-//! - [`limits`], [`cors`], [`metadata`]: refusals and answers that need no token.
+//! - [`telemetry::record`]: opens the per-request record (`context`); errors become responses
+//!   ([`error`]); the access log and metrics are written when the response body ends.
+//! - `route`: path → `Route`, or its OAuth protected resource metadata.
+//! - `limits`, `cors`, `metadata`: refusals and answers that need no token.
 //! - [`auth`]: JWT validation against the issuer's cached JWKS, then route policy.
+//! - [`session`]: session ids bound to the caller; every rule about session ids.
+//! - [`mcp`]: on MCP routes with an `mcp` block, the POST's JSON-RPC message read once and
+//!   decided by rules or Cedar (AgentCore Policy); denials answered here; lists filtered.
 //! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
-//! - [`forward`]: the pooled upstream client; bodies stream both ways.
+//! - [`forward`]: the pooled upstream client sending to the route's `upstream`; bodies stream
+//!   both ways.
 //!
-//! Configuration is loaded and validated by [`config`] and compiled by [`settings`]; [`app`]
-//! holds the current settings and swaps them on reload. [`admin`] serves health, readiness and
+//! Configuration is loaded and validated by [`config`] and compiled by `settings`; [`app`]
+//! holds the current settings and swaps them on reload. `admin` serves health, readiness and
 //! metrics on its own listener. [`dev`] holds the development issuer, echo agent and token tools
 //! behind `gatehouse dev` and `gatehouse token`, also used by the integration tests.
 //! [`bench`] is `gatehouse bench`, the load generator.
+//!
+//! Only what the binary, the tests, the fuzz targets and the benches use is public; the rest is
+//! crate-private so the compiler reports what nothing uses.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod admin;
 pub mod app;
 pub mod auth;
 pub mod bench;
-pub mod body;
+mod body;
 pub mod config;
-pub mod cors;
+mod context;
+mod cors;
 pub mod dev;
 pub mod enrich;
 pub mod error;
 pub mod forward;
-pub mod limits;
+mod hop;
+mod limits;
 pub mod mcp;
-pub mod metadata;
-pub mod phase;
-pub mod route;
+mod metadata;
+mod phase;
+mod route;
 pub mod server;
 pub mod session;
-pub mod settings;
+mod settings;
 pub mod stack;
 pub mod telemetry;
-pub mod tls;
+mod tls;
+mod upstream;

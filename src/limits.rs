@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request};
 
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::phase::Check;
-use crate::telemetry::record::RequestRecord;
 
 /// Bytes the header section occupies on the wire (name, `: `, value, CRLF per field).
-pub fn header_bytes(headers: &HeaderMap) -> u64 {
+pub(crate) fn header_bytes(headers: &HeaderMap) -> u64 {
     headers
         .iter()
         .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
@@ -22,7 +22,7 @@ pub fn header_bytes(headers: &HeaderMap) -> u64 {
 
 /// Refuses oversized headers and declared bodies.
 #[derive(Clone, Debug, Default)]
-pub struct RequestLimits;
+pub(crate) struct RequestLimits;
 
 impl Check for RequestLimits {
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {

@@ -13,58 +13,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
 use crate::auth::AuthError;
+use crate::auth::challenge::{Challenge, base_url};
 use crate::body::ProxyBody;
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::route::{Route, Target};
-use crate::telemetry::record::RequestRecord;
-
-/// The scheme and authority clients use to reach the edge, without trailing slash.
-pub fn base_url(record: &RequestRecord, headers: &HeaderMap) -> String {
-    if let Some(url) = &record.settings.public_url {
-        return url.clone();
-    }
-    let trusted = record.settings.trust_forwarded_headers;
-    let forwarded = |name: &str| {
-        trusted
-            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
-            .flatten()
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-    };
-    let scheme = match forwarded("x-forwarded-proto") {
-        Some("https") => "https",
-        Some("http") => "http",
-        _ if record.conn.tls => "https",
-        _ => "http",
-    };
-    let host = forwarded("x-forwarded-host")
-        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
-        })
-        .unwrap_or("localhost");
-    format!("{scheme}://{host}")
-}
-
-/// The route path a client used to reach `route` with `request_path` (for challenges).
-pub fn resource_path(route: &Route, request_path: &str) -> String {
-    if route.prefix {
-        route.path.clone()
-    } else {
-        request_path.to_owned()
-    }
-}
 
 /// Answers metadata requests; everything else goes on.
 #[derive(Clone, Debug, Default)]
-pub struct MetadataLayer;
+pub(crate) struct MetadataLayer;
 
 impl<S> Layer<S> for MetadataLayer {
     type Service = Metadata<S>;
@@ -75,7 +37,7 @@ impl<S> Layer<S> for MetadataLayer {
 
 /// See [`MetadataLayer`].
 #[derive(Clone, Debug)]
-pub struct Metadata<S> {
+pub(crate) struct Metadata<S> {
     inner: S,
 }
 
@@ -127,7 +89,7 @@ async fn document(
         return Err(ProxyError::NoRoute);
     };
     let Some(keys) = auth.issuer.keys_for_request().await else {
-        let challenge = crate::auth::challenge(route, base, resource_path);
+        let challenge = Challenge::new(route, base, resource_path);
         return Err(ProxyError::Auth {
             error: AuthError::Unavailable,
             challenge: Box::new(challenge),

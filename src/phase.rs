@@ -14,14 +14,14 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
 /// What a synchronous phase does with a request.
-pub trait Check: Clone + Send + Sync + 'static {
+pub(crate) trait Check: Clone + Send + Sync + 'static {
     /// `Ok` passes the (possibly changed) request on; `Err` answers it.
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError>;
 }
 
 /// The layer of a [`Check`].
 #[derive(Clone, Debug, Default)]
-pub struct Phase<C>(pub C);
+pub(crate) struct Phase<C>(pub C);
 
 impl<S, C: Check> Layer<S> for Phase<C> {
     type Service = PhaseService<S, C>;
@@ -35,7 +35,7 @@ impl<S, C: Check> Layer<S> for Phase<C> {
 
 /// See [`Phase`].
 #[derive(Clone, Debug)]
-pub struct PhaseService<S, C> {
+pub(crate) struct PhaseService<S, C> {
     inner: S,
     check: C,
 }

@@ -16,17 +16,15 @@ use http::Request;
 use percent_encoding::percent_decode_str;
 
 use crate::auth::Authorizer;
+use crate::auth::challenge::PRM_SUFFIX;
+use crate::context::RequestRecord;
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::error::ProxyError;
-use crate::forward::Upstream;
 use crate::phase::Check;
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::RouteMetrics;
-use crate::telemetry::record::RequestRecord;
-
-/// The well-known suffix of RFC 9728.
-pub const PRM_SUFFIX: &str = "/.well-known/oauth-protected-resource";
+use crate::upstream::Upstream;
 
 /// AgentCore `serverProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +167,7 @@ impl RouteTable {
 /// Resolves the route before anything else: every later phase is per route. Puts
 /// `Arc<Route>` and [`Target`] in the request extensions.
 #[derive(Clone, Debug, Default)]
-pub struct Routing;
+pub(crate) struct Routing;
 
 impl Check for Routing {
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {

@@ -28,8 +28,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::app::App;
+use crate::context::ConnInfo;
 use crate::settings::Startup;
-use crate::telemetry::record::ConnInfo;
 
 /// HTTP/2 streams one client connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;

@@ -15,6 +15,10 @@
 //!   did not issue to this caller. Client and agent see the same id.
 //!
 //! Routes without an authorizer (`authorizerType: NONE`) have no subject and are not bound.
+//!
+//! This module is the one owner of session ids: the header names, the runtime id's rules and
+//! generation, the binding, what the request record keeps (for logs and spans), the id echoed
+//! on HTTP responses, and the key replicas are chosen by.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,9 +35,95 @@ use tower::{Layer, Service};
 
 use crate::auth::Principal;
 use crate::body::ProxyBody;
-use crate::enrich::{MCP_SESSION_HEADER, SESSION_HEADER};
+use crate::context::RequestRecord;
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
+
+/// The runtime session id of HTTP routes (SPEC §5).
+pub static SESSION_HEADER: HeaderName =
+    HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-session-id");
+/// The MCP server's session id (MCP streamable HTTP).
+pub static MCP_SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// A new session id: a UUID v4.
+fn fresh_id() -> HeaderValue {
+    crate::telemetry::trace::uuid_v4()
+}
+
+/// The runtime session id: the client's, if it is 33–256 characters of `[A-Za-z0-9._:-]`
+/// (else 400), or a new one when it sent none.
+pub fn runtime_id(headers: &HeaderMap) -> Result<HeaderValue, ProxyError> {
+    let value = single(headers, &SESSION_HEADER)
+        .map_err(|_| ProxyError::BadRequest("More than one session id header.".into()))?;
+    let Some(value) = value else {
+        return Ok(fresh_id());
+    };
+    let id = value.as_bytes();
+    let valid = (33..=256).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if !valid {
+        return Err(ProxyError::BadRequest(
+            "Invalid session id: X-Amzn-Bedrock-AgentCore-Runtime-Session-Id must be 33 to 256 characters of [A-Za-z0-9._:-]."
+                .into(),
+        ));
+    }
+    Ok(value.clone())
+}
+
+/// The session id the upstream gets, recorded for logs and spans: on HTTP routes the runtime
+/// id (validated, or made) is set in `upstream`; on MCP routes it is the client's
+/// `Mcp-Session-Id` (already unbound by the session phase), which `upstream` copies already.
+pub(crate) fn forward_id(
+    protocol: Protocol,
+    client: &HeaderMap,
+    upstream: &mut HeaderMap,
+    record: &RequestRecord,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    let session = match protocol {
+        Protocol::Http => {
+            let id = runtime_id(client)?;
+            upstream.insert(SESSION_HEADER.clone(), id.clone());
+            Some(id)
+        }
+        Protocol::Mcp => client.get(&MCP_SESSION_HEADER).cloned(),
+    };
+    if let Some(id) = &session {
+        record.set_session_id(id.clone());
+    }
+    Ok(session)
+}
+
+/// An MCP server's new session id (the answer to `initialize`), recorded when the request
+/// had none.
+pub(crate) fn record_upstream_id(protocol: Protocol, record: &RequestRecord, headers: &HeaderMap) {
+    if protocol == Protocol::Mcp
+        && record.session_id().is_none()
+        && let Some(id) = headers.get(&MCP_SESSION_HEADER)
+    {
+        record.set_session_id(id.clone());
+    }
+}
+
+/// HTTP routes' responses carry the runtime session id, whichever phase answered (the record
+/// layer calls this for every response); MCP servers set their own header.
+pub(crate) fn echo(record: &RequestRecord, response: &mut HeaderMap) {
+    if let (Some(route), Some(session)) = (record.route(), record.session_header())
+        && route.protocol == Protocol::Http
+    {
+        response.insert(SESSION_HEADER.clone(), session.clone());
+    }
+}
+
+/// The session a request belongs to, for replica affinity: `Mcp-Session-Id`, else the
+/// runtime session id (which HTTP routes always carry after the enrich phase).
+pub(crate) fn affinity_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(&MCP_SESSION_HEADER)
+        .or_else(|| headers.get(&SESSION_HEADER))
+        .cloned()
+}
 
 /// Bytes of HMAC kept in a tag: 128 bits, 22 base64url characters.
 const TAG_BYTES: usize = 16;
@@ -243,7 +333,7 @@ fn bind_runtime(
             None => Err(mismatch(route, principal)),
         },
         Ok(None) => {
-            let fresh = crate::telemetry::trace::uuid_v4();
+            let fresh = fresh_id();
             let bound = binding
                 .bind(&route.name, principal, fresh.as_bytes())
                 .ok_or_else(|| mismatch(route, principal))?;
@@ -271,6 +361,17 @@ mod tests {
     use super::*;
     use crate::auth::claims::Claims;
 
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
     fn principal(iss: &str, sub: Option<&str>, client_id: Option<&str>) -> Principal {
         let mut claims = Claims::parse(br#"{"exp": 4102444800}"#).unwrap();
         claims.iss = Some(iss.into());
@@ -282,6 +383,63 @@ mod tests {
             kid: None,
             alg: jsonwebtoken::Algorithm::RS256,
         }
+    }
+
+    #[test]
+    fn session_id_rules() {
+        let generated = runtime_id(&HeaderMap::new()).unwrap();
+        assert_eq!(generated.len(), 36);
+        let ok = "a".repeat(33);
+        assert_eq!(
+            runtime_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &ok
+            )]))
+            .unwrap(),
+            ok.as_str()
+        );
+        let ok = "a".repeat(33);
+        assert_eq!(
+            runtime_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &ok
+            )]))
+            .unwrap(),
+            ok
+        );
+        let ok = format!("user:42.{}-_", "x".repeat(246));
+        assert_eq!(ok.len(), 256);
+        assert!(
+            runtime_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &ok
+            )]))
+            .is_ok()
+        );
+        for bad in [
+            "a".repeat(32),
+            "a".repeat(257),
+            format!("{}/", "a".repeat(40)),
+            format!("{} x", "a".repeat(40)),
+        ] {
+            let err = runtime_id(&headers(&[(
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &bad,
+            )]))
+            .unwrap_err();
+            assert!(matches!(err, ProxyError::BadRequest(_)), "{bad}");
+        }
+        let two = headers(&[
+            (
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &"a".repeat(40),
+            ),
+            (
+                "x-amzn-bedrock-agentcore-runtime-session-id",
+                &"b".repeat(40),
+            ),
+        ]);
+        assert!(runtime_id(&two).is_err());
     }
 
     #[test]

@@ -24,14 +24,15 @@ use crate::config::file::{
 };
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
+use crate::forward::UpstreamClients;
 use crate::forward::sigv4::{self, AgentCoreSigner, CredentialCache};
-use crate::forward::{Upstream, UpstreamClients, UpstreamLimits};
 use crate::route::{Protocol, Route, RouteTable};
 use crate::session::SessionBinding;
 use crate::telemetry::metrics::Metrics;
+use crate::upstream::{Upstream, UpstreamLimits};
 
 /// Browsers may cache a preflight answer this long (gatehouse's own default).
-pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// What is read once at startup.
 #[derive(Debug, Clone)]
@@ -137,7 +138,7 @@ impl Shared {
 
 /// Compiles a validated file. Errors here are the few the validator cannot see (a listener
 /// name that does not resolve, a TLS file that vanished) and are phrased for the operator.
-pub fn compile(
+pub(crate) fn compile(
     file: &FileConfig,
     base_dir: &Path,
     shared: &Shared,

@@ -8,7 +8,8 @@
 use gatehouse::auth::claims::Claims;
 use gatehouse::auth::policy::{ClaimRule, Denial, Policy};
 use gatehouse::auth::token::{MAX_TOKEN_BYTES, TokenError, bearer};
-use gatehouse::enrich::{HeaderPolicy, SESSION_HEADER, session_id};
+use gatehouse::enrich::HeaderPolicy;
+use gatehouse::session::{SESSION_HEADER, runtime_id};
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -213,7 +214,7 @@ proptest! {
         headers.insert(SESSION_HEADER.clone(), HeaderValue::from_str(&id).unwrap());
         let valid = (33..=256).contains(&id.len())
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-        match session_id(&headers) {
+        match runtime_id(&headers) {
             Ok(kept) => {
                 prop_assert!(valid);
                 prop_assert_eq!(kept.to_str().unwrap(), id.as_str());

@@ -1,10 +1,11 @@
 //! The session id and baggage rules: any bytes as header values (split on newlines:
-//! first the session ids, after a blank line the baggage values), through `session_id` and
+//! first the session ids, after a blank line the baggage values), through `runtime_id` and
 //! the baggage merge. The merged baggage must stay within the W3C limits and keep the edge's
 //! own `session.id` entry first.
 #![no_main]
 
-use gatehouse::enrich::{HeaderPolicy, SESSION_HEADER, session_id};
+use gatehouse::enrich::HeaderPolicy;
+use gatehouse::session::{SESSION_HEADER, runtime_id};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             headers.append(HeaderName::from_static("baggage"), value);
         }
     }
-    let session = match session_id(&headers) {
+    let session = match runtime_id(&headers) {
         Ok(id) => {
             let text = id.to_str().expect("a session id is ASCII");
             assert!((33..=256).contains(&text.len()), "{text:?}");

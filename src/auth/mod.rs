@@ -11,6 +11,7 @@
 //! [`Principal`] in the request extensions.
 
 pub mod cache;
+pub mod challenge;
 pub mod claims;
 pub mod jwks;
 pub mod keys;
@@ -22,23 +23,67 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, Request, Response};
 use jsonwebtoken::Algorithm;
 use tower::{Layer, Service};
 
 use self::cache::{CachedToken, TokenCache};
+use self::challenge::Challenge;
 use self::claims::Claims;
 use self::jwks::{Issuer, Reason};
 use self::keys::{KeySet, Lookup};
 use self::policy::{Denial, Policy};
 use self::token::{Jws, TokenError};
 use crate::body::ProxyBody;
-use crate::error::{Challenge, ProxyError};
+use crate::context::{AuthRecord, RequestRecord};
+use crate::error::ProxyError;
 use crate::route::{Route, Target};
-use crate::telemetry::metrics::AuthOutcome;
-use crate::telemetry::record::{AuthRecord, RequestRecord};
+
+/// Authentication outcomes (SPEC §10 `gatehouse.auth.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Ok,
+    Missing,
+    Invalid,
+    Expired,
+    Forbidden,
+    InsufficientScope,
+    Unavailable,
+    /// The route needs no token (`authorizerType: NONE`), or no authentication happened.
+    None,
+}
+
+impl AuthOutcome {
+    const ALL: [AuthOutcome; 8] = [
+        Self::Ok,
+        Self::Missing,
+        Self::Invalid,
+        Self::Expired,
+        Self::Forbidden,
+        Self::InsufficientScope,
+        Self::Unavailable,
+        Self::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::Expired => "expired",
+            Self::Forbidden => "forbidden",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::Unavailable => "unavailable",
+            Self::None => "none",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).unwrap_or(7)
+    }
+}
 
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +129,20 @@ pub struct Principal {
     pub cache_hit: bool,
     pub kid: Option<Arc<str>>,
     pub alg: Algorithm,
+}
+
+impl Principal {
+    /// The record of this caller's authentication (also of a refused one: who was denied).
+    pub fn record(&self, outcome: AuthOutcome, duration: Duration) -> AuthRecord {
+        AuthRecord {
+            cache_hit: self.cache_hit,
+            client_id: self.claims.client_id.clone(),
+            sub: self.claims.sub.clone(),
+            kid: self.kid.clone(),
+            alg: Some(self.alg),
+            ..AuthRecord::new(outcome, duration)
+        }
+    }
 }
 
 /// A route's compiled `customJwtAuthorizer` plus the `jwt` settings that apply to it.
@@ -256,15 +315,6 @@ fn lookup_error(lookup: &Lookup) -> AuthError {
     )
 }
 
-/// Builds the challenge a failed request gets: where the route's metadata is and which
-/// scopes it wants.
-pub fn challenge(route: &Route, base_url: &str, path_used: &str) -> Challenge {
-    Challenge {
-        resource_metadata: format!("{base_url}{}{path_used}", crate::route::PRM_SUFFIX),
-        scope: route.auth.as_ref().and_then(|a| a.scope_challenge.clone()),
-    }
-}
-
 /// Authenticates requests on CUSTOM_JWT routes; metadata requests and NONE routes pass.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
@@ -325,15 +375,7 @@ where
                 Some(Target::Metadata { .. })
             );
             let Some(authorizer) = route.auth.as_ref().filter(|_| !metadata) else {
-                record.set_auth(AuthRecord {
-                    outcome: AuthOutcome::None,
-                    cache_hit: false,
-                    duration: std::time::Duration::ZERO,
-                    client_id: None,
-                    sub: None,
-                    kid: None,
-                    alg: None,
-                });
+                record.set_auth(AuthRecord::new(AuthOutcome::None, Duration::ZERO));
                 return inner.call(request).await;
             };
             let started = Instant::now();
@@ -348,43 +390,21 @@ where
             let duration = started.elapsed();
             match result {
                 Ok(principal) => {
-                    record.set_auth(AuthRecord {
-                        outcome: AuthOutcome::Ok,
-                        cache_hit: principal.cache_hit,
-                        duration,
-                        client_id: principal.claims.client_id.clone(),
-                        sub: principal.claims.sub.clone(),
-                        kid: principal.kid.clone(),
-                        alg: Some(principal.alg),
-                    });
+                    record.set_auth(principal.record(AuthOutcome::Ok, duration));
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }
                 Err((error, refused)) => {
-                    let cache_hit = refused.as_ref().is_some_and(|p| p.cache_hit);
-                    let (client_id, sub, kid, alg) =
-                        refused.map_or((None, None, None, None), |p| {
-                            (
-                                p.claims.client_id.clone(),
-                                p.claims.sub.clone(),
-                                p.kid.clone(),
-                                Some(p.alg),
-                            )
-                        });
-                    record.set_auth(AuthRecord {
-                        outcome: error.outcome(),
-                        cache_hit,
-                        duration,
-                        client_id,
-                        sub,
-                        kid,
-                        alg,
+                    let outcome = error.outcome();
+                    record.set_auth(match refused {
+                        Some(principal) => principal.record(outcome, duration),
+                        None => AuthRecord::new(outcome, duration),
                     });
-                    let base = crate::metadata::base_url(&record, request.headers());
-                    let challenge = challenge(
+                    let base = challenge::base_url(&record, request.headers());
+                    let challenge = Challenge::new(
                         &route,
                         &base,
-                        &crate::metadata::resource_path(&route, request.uri().path()),
+                        &challenge::resource_path(&route, request.uri().path()),
                     );
                     Err(ProxyError::Auth {
                         error,

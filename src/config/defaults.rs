@@ -61,6 +61,9 @@ pub fn arn_alias_path(arn: &str) -> String {
     )
 }
 
+/// `mcp.maxMessageBytes`: a JSON-RPC message is read whole to decide on it.
+pub const MCP_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +79,3 @@ mod tests {
         );
     }
 }
-
-/// `mcp.maxMessageBytes`: a JSON-RPC message is read whole to decide on it.
-pub const MCP_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;

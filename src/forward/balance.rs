@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a replica that refused a connection is left alone.
-pub const COOLDOWN: Duration = Duration::from_secs(10);
+pub(crate) const COOLDOWN: Duration = Duration::from_secs(10);
 
 /// A set of replicas and their health.
 #[derive(Debug)]

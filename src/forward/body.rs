@@ -19,11 +19,11 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
-use crate::telemetry::record::RequestRecord;
+use crate::context::RequestRecord;
 
 /// The request body exceeded `maxRequestBodyBytes` while streaming.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyTooLarge(pub u64);
+pub(crate) struct BodyTooLarge(pub u64);
 
 impl fmt::Display for BodyTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,7 +36,7 @@ impl std::error::Error for BodyTooLarge {}
 /// The client's request body failed while streaming (bad chunked framing, a reset stream, a
 /// dropped connection): the client's fault, not the upstream's, so it must not become a 502.
 #[derive(Debug)]
-pub struct ClientBodyError(pub BoxError);
+pub(crate) struct ClientBodyError(pub BoxError);
 
 impl fmt::Display for ClientBodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,7 +52,7 @@ impl std::error::Error for ClientBodyError {
 
 /// The upstream sent nothing for `streamIdleTimeout`.
 #[derive(Debug, Clone, Copy)]
-pub struct StreamIdle(pub Duration);
+pub(crate) struct StreamIdle(pub Duration);
 
 impl fmt::Display for StreamIdle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,7 +63,7 @@ impl fmt::Display for StreamIdle {
 impl std::error::Error for StreamIdle {}
 
 /// The client's request body, limited and counted on its way upstream.
-pub struct RequestBody<B> {
+pub(crate) struct RequestBody<B> {
     inner: B,
     limit: u64,
     seen: u64,
@@ -80,7 +80,7 @@ impl<B> fmt::Debug for RequestBody<B> {
 }
 
 impl<B> RequestBody<B> {
-    pub fn new(inner: B, limit: u64, record: Option<Arc<RequestRecord>>) -> Self {
+    pub(crate) fn new(inner: B, limit: u64, record: Option<Arc<RequestRecord>>) -> Self {
         Self {
             inner,
             limit,
@@ -132,7 +132,7 @@ where
 }
 
 /// SSE comment sent as a keep-alive: a line starting with `:` is ignored by every SSE parser.
-pub const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+pub(crate) const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 /// The upstream's response body, cut when it stays silent for the idle timeout, with optional
 /// SSE comment keep-alives toward the client.

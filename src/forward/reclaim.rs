@@ -15,13 +15,13 @@ use crate::body::BoxError;
 /// fails before that (refused, unreachable), the slot still holds the body and the caller can
 /// send it elsewhere; once polled, it belongs to this request.
 #[derive(Debug)]
-pub struct Reclaimable<B> {
+pub(super) struct Reclaimable<B> {
     slot: Arc<Mutex<Option<B>>>,
     taken: Option<B>,
 }
 
 impl<B> Reclaimable<B> {
-    pub fn new(slot: Arc<Mutex<Option<B>>>) -> Self {
+    pub(super) fn new(slot: Arc<Mutex<Option<B>>>) -> Self {
         Self { slot, taken: None }
     }
 
@@ -68,13 +68,13 @@ where
 
 /// `prefix`, then `rest`.
 #[derive(Debug)]
-pub struct Prefixed<B> {
+pub(super) struct Prefixed<B> {
     prefix: Option<Bytes>,
     rest: B,
 }
 
 impl<B> Prefixed<B> {
-    pub fn new(prefix: Bytes, rest: B) -> Self {
+    pub(super) fn new(prefix: Bytes, rest: B) -> Self {
         Self {
             prefix: (!prefix.is_empty()).then_some(prefix),
             rest,

@@ -25,11 +25,12 @@ use super::read::read_message;
 use super::rules::Verdict;
 use super::{Denied, McpError, McpMessage};
 use crate::auth::Principal;
+use crate::auth::challenge::{self, Challenge};
 use crate::auth::claims::Claims;
 use crate::body::{BoxError, ProxyBody};
+use crate::context::{McpRecord, RequestRecord};
 use crate::error::ProxyError;
 use crate::route::Route;
-use crate::telemetry::record::RequestRecord;
 
 pin_project! {
     /// The request body after the MCP phase: still streaming, or the message read whole.
@@ -192,11 +193,11 @@ where
             {
                 let resource_metadata = match (&record, &route) {
                     (Some(record), Some(route)) => {
-                        let base = crate::metadata::base_url(record, &parts.headers);
-                        crate::auth::challenge(
+                        let base = challenge::base_url(record, &parts.headers);
+                        Challenge::new(
                             route,
                             &base,
-                            &crate::metadata::resource_path(route, parts.uri.path()),
+                            &challenge::resource_path(route, parts.uri.path()),
                         )
                         .resource_metadata
                     }
@@ -306,7 +307,7 @@ fn note(
         route.metrics.count_policy_decision(decision.as_str());
     }
     if let Some(record) = record {
-        record.set_mcp(crate::telemetry::record::McpRecord {
+        record.set_mcp(McpRecord {
             method: message.method.clone(),
             name: message.name.clone(),
             id: message.id.as_ref().map(|id| id.get().to_owned()),

@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::metrics::{AuthOutcome, Metrics};
-use super::record::RequestRecord;
+use super::metrics::Metrics;
+use crate::auth::AuthOutcome;
+use crate::context::RequestRecord;
+use crate::error::ErrorReason;
 
 /// Lines waiting for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
@@ -27,7 +29,7 @@ pub struct AccessLine<'a> {
     pub duration: Duration,
     pub bytes_out: u64,
     pub aborted: bool,
-    pub error: Option<&'static str>,
+    pub error: Option<ErrorReason>,
 }
 
 #[derive(Serialize)]
@@ -48,6 +50,13 @@ struct Json<'a> {
     bytes_out: u64,
     trace_id: String,
     client_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_name: Option<&'a str>,
+    /// The MCP policy decision (`allow`, `deny`, `log_only_deny`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     aborted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,8 +85,11 @@ impl AccessLine<'_> {
             bytes_out: self.bytes_out,
             trace_id: r.trace.trace_id_hex(),
             client_address: r.conn.remote.ip().to_string(),
+            mcp_method: r.mcp().and_then(|m| m.method.as_deref()),
+            mcp_name: r.mcp().and_then(|m| m.name.as_deref()),
+            policy: r.mcp().and_then(|m| m.decision),
             aborted: self.aborted,
-            error: self.error,
+            error: self.error.map(ErrorReason::as_str),
         };
         let mut line = serde_json::to_vec(&json).unwrap_or_default();
         line.push(b'\n');

@@ -32,9 +32,9 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
-use super::record::RequestRecord;
 use super::spans::{Builder, Finished, SpanCapture};
 use crate::config::file::OtlpFile;
+use crate::context::RequestRecord;
 
 /// `telemetry.otlp.protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +210,7 @@ impl OtlpConfig {
             }
             Protocol::HttpProtobuf => {
                 let client = opentelemetry_http::hyper::HyperClient::new(
-                    https_connector(),
+                    crate::tls::https_connector(Duration::from_secs(5), true),
                     self.timeout,
                     None,
                 );
@@ -237,20 +237,6 @@ fn signal_url(base: &str, protocol: Protocol) -> String {
         }
         Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
     }
-}
-
-/// HTTP and HTTPS for the HTTP/protobuf exporter, with the edge's rustls settings.
-fn https_connector()
--> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*crate::tls::client_config()).clone())
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http)
 }
 
 /// [`SpanExporter`] is not object-safe (its `export` returns `impl Future`); this is.
@@ -306,13 +292,12 @@ impl Item {
             Self::Request(record, done) => {
                 let auth = record
                     .auth()
-                    .is_some_and(|a| a.outcome != super::metrics::AuthOutcome::None);
+                    .is_some_and(|a| a.outcome != crate::auth::AuthOutcome::None);
                 let fetch = record.capture().is_some_and(SpanCapture::fetched);
                 let upstream = record.upstream_status().is_some()
-                    || matches!(
-                        done.error,
-                        Some("upstream_timeout" | "upstream_unreachable")
-                    );
+                    || done
+                        .error
+                        .is_some_and(crate::error::ErrorReason::upstream_failed);
                 1 + u64::from(auth) + u64::from(fetch && auth) + u64::from(upstream)
             }
         }

@@ -8,6 +8,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::auth::AuthOutcome;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -299,50 +301,6 @@ const SPAN_DROP_REASONS: [&str; 3] = ["queue_full", "export_failed", "export_tim
 
 /// Status classes, in the order of [`RouteMetrics`]' counter table.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Authentication outcomes (SPEC §10 `gatehouse.auth.outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthOutcome {
-    Ok,
-    Missing,
-    Invalid,
-    Expired,
-    Forbidden,
-    InsufficientScope,
-    Unavailable,
-    /// The route needs no token (`authorizerType: NONE`), or no authentication happened.
-    None,
-}
-
-impl AuthOutcome {
-    const ALL: [AuthOutcome; 8] = [
-        Self::Ok,
-        Self::Missing,
-        Self::Invalid,
-        Self::Expired,
-        Self::Forbidden,
-        Self::InsufficientScope,
-        Self::Unavailable,
-        Self::None,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Missing => "missing",
-            Self::Invalid => "invalid",
-            Self::Expired => "expired",
-            Self::Forbidden => "forbidden",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::Unavailable => "unavailable",
-            Self::None => "none",
-        }
-    }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|o| *o == self).unwrap_or(7)
-    }
-}
 
 /// Pre-resolved metric handles of one route.
 #[derive(Debug)]

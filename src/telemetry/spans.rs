@@ -34,11 +34,13 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use rand::RngCore;
 
 use super::export::{ExporterSource, OtlpConfig, QueueConfig, SpanQueue};
-use super::metrics::{AuthOutcome, Metrics};
-use super::record::RequestRecord;
+use super::metrics::Metrics;
 use super::trace::Sampler;
+use crate::auth::AuthOutcome;
 use crate::auth::jwks::Reason;
 use crate::config::file::TelemetryFile;
+use crate::context::RequestRecord;
+use crate::error::ErrorReason;
 use crate::route::Protocol;
 
 /// The per-configuration tracing settings (reloadable), held by [`crate::settings::Settings`].
@@ -229,7 +231,7 @@ impl Default for Builder {
 pub struct Finished {
     pub status: u16,
     pub elapsed: Duration,
-    pub error: Option<&'static str>,
+    pub error: Option<ErrorReason>,
     pub aborted: bool,
 }
 
@@ -408,7 +410,28 @@ impl Builder {
                 attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
             }
         }
-        if let Some(mcp) = capture.mcp_method.as_ref().and_then(|v| v.to_str().ok()) {
+        // The message the MCP policy phase read is what the server executes; the mirrored
+        // header is only a fallback for routes that read none.
+        if let Some(mcp) = record.mcp() {
+            if let Some(method) = &mcp.method {
+                attributes.push(KeyValue::new("mcp.method.name", method.clone()));
+                if method == "tools/call"
+                    && let Some(tool) = &mcp.name
+                {
+                    attributes.push(KeyValue::new("gen_ai.tool.name", tool.clone()));
+                }
+            }
+            if let Some(id) = &mcp.id {
+                attributes.push(KeyValue::new("jsonrpc.request.id", id.clone()));
+            }
+            if let Some(decision) = mcp.decision {
+                attributes.push(KeyValue::new("gatehouse.policy.decision", decision));
+                attributes.push(KeyValue::new(
+                    "gatehouse.policy.rule",
+                    mcp.rule.as_deref().unwrap_or("default").to_owned(),
+                ));
+            }
+        } else if let Some(mcp) = capture.mcp_method.as_ref().and_then(|v| v.to_str().ok()) {
             attributes.push(KeyValue::new("mcp.method.name", mcp.to_owned()));
         }
         if done.aborted {
@@ -416,12 +439,12 @@ impl Builder {
         }
         // Server spans: only 5xx is an error (semantic conventions); 4xx is the client's.
         let status = if done.status >= 500 {
-            let kind = done.error.unwrap_or("http_5xx");
+            let kind = done.error.unwrap_or(ErrorReason::Http5xx).as_str();
             attributes.push(KeyValue::new("error.type", kind));
             Status::error(kind)
         } else {
             if let Some(error) = done.error.filter(|_| done.aborted) {
-                attributes.push(KeyValue::new("error.type", error));
+                attributes.push(KeyValue::new("error.type", error.as_str()));
             }
             Status::Unset
         };
@@ -478,10 +501,7 @@ impl Builder {
         });
 
         // The upstream client span: its id is the parent the upstream saw in `traceparent`.
-        let upstream_failed = matches!(
-            done.error,
-            Some("upstream_timeout" | "upstream_unreachable")
-        );
+        let upstream_failed = done.error.is_some_and(ErrorReason::upstream_failed);
         let upstream = (record.upstream_status().is_some() || upstream_failed)
             .then_some(route)
             .flatten()
@@ -517,7 +537,10 @@ impl Builder {
                         }
                     }
                     None => {
-                        let kind = done.error.unwrap_or("upstream_unreachable");
+                        let kind = done
+                            .error
+                            .unwrap_or(ErrorReason::UpstreamUnreachable)
+                            .as_str();
                         attributes.push(KeyValue::new("error.type", kind));
                         Status::error(kind)
                     }

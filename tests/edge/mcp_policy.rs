@@ -158,7 +158,9 @@ async fn unreadable_messages_are_refused_with_json_rpc_errors() {
     )
     .await;
     let token = edge.valid_token();
-    let cases: &[(&str, &[(&str, &str)], u16, i64, Value)] = &[
+    // (body, extra headers, status, JSON-RPC code, id in the answer)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, i64, Value);
+    let cases: &[Case] = &[
         ("not json", &[], 400, -32700, Value::Null),
         (
             r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
@@ -427,5 +429,117 @@ async fn cedar_decides_tool_calls_and_reload_rereads_the_policies() {
             .await
             .status,
         200
+    );
+}
+
+#[tokio::test]
+async fn decisions_reach_the_span_and_the_access_log() {
+    use gatehouse::app::SpanOutput;
+    use gatehouse::telemetry::export::{ExporterSource, QueueConfig};
+    use opentelemetry::trace::SpanKind;
+    use opentelemetry_sdk::trace::InMemorySpanExporterBuilder;
+
+    let exporter = InMemorySpanExporterBuilder::new().build();
+    let output = SpanOutput::Exporter(
+        ExporterSource::custom(exporter.clone()),
+        QueueConfig {
+            delay: Duration::from_millis(10),
+            ..QueueConfig::default()
+        },
+    );
+    let issuer = issuer().await;
+    let agent = agent().await;
+    let yaml = fill(
+        &format!(
+            "listen: 127.0.0.1:0\nroutes:\n{}",
+            route(&agent.url(), RULES)
+        ),
+        &issuer,
+        &agent,
+    );
+    let edge = Edge::from_yaml_with_spans(issuer, agent, &yaml, Some(output)).await;
+    let reply = post(
+        &edge,
+        &edge.valid_token(),
+        &call(json!("r-9"), "admin_wipe"),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    let allowed = post(
+        &edge,
+        &edge.valid_token(),
+        &call(json!(10), "get_weather"),
+        &[],
+    )
+    .await;
+    assert_eq!(allowed.status, 200);
+
+    let pipeline = edge.app.spans.as_ref().unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..250 {
+        pipeline.flush(Duration::from_secs(5)).await;
+        servers = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.span_kind == SpanKind::Server)
+            .collect();
+        if servers.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attr = |span: &opentelemetry_sdk::trace::SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str().into_owned())
+    };
+    let denied = servers
+        .iter()
+        .find(|s| attr(s, "jsonrpc.request.id").as_deref() == Some("\"r-9\""))
+        .expect("the denied request's span");
+    assert_eq!(
+        attr(denied, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    assert_eq!(
+        attr(denied, "gen_ai.tool.name").as_deref(),
+        Some("admin_wipe")
+    );
+    assert_eq!(
+        attr(denied, "gatehouse.policy.decision").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        attr(denied, "gatehouse.policy.rule").as_deref(),
+        Some("rules[1]")
+    );
+    let ok = servers
+        .iter()
+        .find(|s| attr(s, "jsonrpc.request.id").as_deref() == Some("10"))
+        .expect("the allowed request's span");
+    assert_eq!(
+        attr(ok, "gatehouse.policy.decision").as_deref(),
+        Some("allow")
+    );
+    assert_eq!(
+        attr(ok, "gatehouse.policy.rule").as_deref(),
+        Some("default")
+    );
+
+    let lines = edge.access_lines(2).await;
+    let line = lines
+        .iter()
+        .find(|l| l["mcp_name"] == "admin_wipe")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(line["mcp_method"], "tools/call");
+    assert_eq!(line["policy"], "deny");
+    assert_eq!(line["error"], "mcp_denied");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["mcp_name"] == "get_weather" && l["policy"] == "allow")
     );
 }

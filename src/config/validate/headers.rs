@@ -150,21 +150,6 @@ pub fn is_header_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 and the `Proxy-*` family): a proxy never forwards them.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "Connection",
-        "Keep-Alive",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-    ]
-    .iter()
-    .any(|h| h.eq_ignore_ascii_case(name))
-        || starts_with_ignore_case(name, "Proxy-")
-}
-
 /// On AgentCore's restricted list (case-insensitive), or any `Access-Control-*`.
 pub fn is_restricted(name: &str) -> bool {
     RESTRICTED_HEADERS
@@ -186,7 +171,7 @@ fn common_problem(name: &str) -> Option<String> {
     if !is_header_name(name) {
         return Some(format!("{name:?} is not a valid header name: {NAME_RULE}"));
     }
-    if is_hop_by_hop(name) {
+    if crate::hop::is_hop_by_hop(name) {
         return Some(format!(
             "{name} is a hop-by-hop header, which proxies never forward: remove it"
         ));

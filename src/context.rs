@@ -1,0 +1,245 @@
+//! The per-request context every phase may read and add to: the [`RequestRecord`] the record
+//! layer opens for each request (ids, trace, the settings snapshot, and the facts the phases
+//! learn, each set once), the accept phase's [`ConnInfo`], and what authentication established
+//! ([`AuthRecord`]). It holds data only — no phase logic, no I/O — so that every phase can depend
+//! on it without depending on each other (or on telemetry, which reads it when the request ends).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::HeaderValue;
+use http::{Method, Request};
+
+use crate::auth::AuthOutcome;
+use crate::cors::CorsPolicy;
+use crate::route::Route;
+use crate::settings::Settings;
+use crate::telemetry::spans::SpanCapture;
+use crate::telemetry::trace::TraceContext;
+
+/// Facts about the client connection, set by the accept phase once per connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// The client's IP as a header value (`X-Forwarded-For`), made once per connection.
+    pub remote_ip: HeaderValue,
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, tls: bool) -> Self {
+        let remote_ip = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            remote,
+            remote_ip,
+            tls,
+        }
+    }
+}
+
+impl Default for ConnInfo {
+    fn default() -> Self {
+        Self::new(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), false)
+    }
+}
+
+/// What the authentication phase established, for logs, metrics and `Server-Timing`.
+#[derive(Debug, Clone)]
+pub struct AuthRecord {
+    pub outcome: AuthOutcome,
+    pub cache_hit: bool,
+    pub duration: Duration,
+    pub client_id: Option<String>,
+    pub sub: Option<String>,
+    /// The key and algorithm that verified the token, when it was verified.
+    pub kid: Option<Arc<str>>,
+    pub alg: Option<jsonwebtoken::Algorithm>,
+}
+
+impl AuthRecord {
+    /// An outcome without a token to describe: none was needed or read, or it was refused
+    /// before a caller was known.
+    pub fn new(outcome: AuthOutcome, duration: Duration) -> Self {
+        Self {
+            outcome,
+            cache_hit: false,
+            duration,
+            client_id: None,
+            sub: None,
+            kid: None,
+            alg: None,
+        }
+    }
+
+    /// Whether a token was actually checked (not `None`, not `Missing`): what the auth
+    /// histograms and `Server-Timing` report.
+    pub fn checked(&self) -> bool {
+        !matches!(self.outcome, AuthOutcome::None | AuthOutcome::Missing)
+    }
+}
+
+/// What the MCP policy phase read and decided, for the span and the access log.
+#[derive(Debug, Clone, Default)]
+pub struct McpRecord {
+    pub method: Option<String>,
+    pub name: Option<String>,
+    /// The JSON-RPC id as sent (`7`, `"a-1"`).
+    pub id: Option<String>,
+    /// `allow`, `deny` or `log_only_deny`; `None` when the route only reads messages.
+    pub decision: Option<&'static str>,
+    /// The rule (`rules[2]`) or Cedar policy that decided; `None` for the default.
+    pub rule: Option<Arc<str>>,
+}
+
+/// One request as the edge saw it. Each phase sets the facts it learns, once.
+#[derive(Debug)]
+pub struct RequestRecord {
+    /// A fresh UUID, sent upstream and returned as `x-amzn-requestid`.
+    pub request_id: HeaderValue,
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub method: Method,
+    /// The request URI as sent (its path is logged; never a metrics label).
+    pub uri: http::Uri,
+    pub conn: ConnInfo,
+    pub trace: TraceContext,
+    /// The configuration this request runs on, start to finish.
+    pub settings: Arc<Settings>,
+    route: OnceLock<Arc<Route>>,
+    auth: OnceLock<AuthRecord>,
+    session_id: OnceLock<HeaderValue>,
+    mcp: OnceLock<McpRecord>,
+    /// The `Origin` to echo in CORS response headers, when the route's policy allows it.
+    cors_origin: OnceLock<(HeaderValue, Arc<CorsPolicy>)>,
+    upstream_status: AtomicU16,
+    upstream_duration_us: AtomicU64,
+    pub bytes_in: AtomicU64,
+    finished: AtomicBool,
+    /// Only for requests whose spans are exported (sampled, and an exporter configured).
+    capture: Option<Box<SpanCapture>>,
+}
+
+impl RequestRecord {
+    pub(crate) fn new<B>(
+        request: &Request<B>,
+        conn: ConnInfo,
+        settings: Arc<Settings>,
+        exporting: bool,
+    ) -> Self {
+        let trace = TraceContext::from_headers_sampled(request.headers(), settings.tracing.sampler);
+        let capture =
+            (exporting && trace.sampled).then(|| Box::new(SpanCapture::new(request.headers())));
+        Self {
+            request_id: crate::telemetry::trace::uuid_v4(),
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            conn,
+            trace,
+            settings,
+            route: OnceLock::new(),
+            auth: OnceLock::new(),
+            session_id: OnceLock::new(),
+            mcp: OnceLock::new(),
+            cors_origin: OnceLock::new(),
+            upstream_status: AtomicU16::new(0),
+            upstream_duration_us: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            capture,
+        }
+    }
+
+    /// The span-only facts, when this request's spans are exported.
+    pub fn capture(&self) -> Option<&SpanCapture> {
+        self.capture.as_deref()
+    }
+
+    pub fn set_route(&self, route: Arc<Route>) {
+        let _ = self.route.set(route);
+    }
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        self.route.get()
+    }
+    pub fn set_auth(&self, auth: AuthRecord) {
+        if let Some(capture) = self.capture() {
+            capture.auth_ended(self.started.elapsed());
+        }
+        let _ = self.auth.set(auth);
+    }
+    pub fn auth(&self) -> Option<&AuthRecord> {
+        self.auth.get()
+    }
+    pub fn set_mcp(&self, mcp: McpRecord) {
+        let _ = self.mcp.set(mcp);
+    }
+    /// What the MCP policy phase read and decided, when it ran.
+    pub fn mcp(&self) -> Option<&McpRecord> {
+        self.mcp.get()
+    }
+    pub fn set_session_id(&self, id: HeaderValue) {
+        let _ = self.session_id.set(id);
+    }
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.get().and_then(|v| v.to_str().ok())
+    }
+    pub fn session_header(&self) -> Option<&HeaderValue> {
+        self.session_id.get()
+    }
+    /// The request path, cut to 1024 characters (for logs).
+    pub fn path(&self) -> &str {
+        let path = self.uri.path();
+        match path.char_indices().nth(1024) {
+            Some((cut, _)) => &path[..cut],
+            None => path,
+        }
+    }
+    pub fn set_cors(&self, origin: HeaderValue, policy: Arc<CorsPolicy>) {
+        let _ = self.cors_origin.set((origin, policy));
+    }
+    /// The allowed `Origin` and the policy that allowed it, for the CORS response headers.
+    pub fn cors(&self) -> Option<&(HeaderValue, Arc<CorsPolicy>)> {
+        self.cors_origin.get()
+    }
+    /// True the first time only: the record is finished (metrics and log written) once.
+    pub(crate) fn finish(&self) -> bool {
+        !self.finished.swap(true, Ordering::AcqRel)
+    }
+    pub fn set_upstream(&self, status: u16, duration: Duration) {
+        self.upstream_status.store(status, Ordering::Relaxed);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.upstream_duration_us.store(micros, Ordering::Relaxed);
+        if let Some(capture) = self.capture() {
+            capture.upstream_started(self.started.elapsed().saturating_sub(duration));
+        }
+    }
+
+    /// The upstream actually called (a replica of `urls`), for the upstream span; without it
+    /// the span names the route's configured upstream.
+    pub fn set_upstream_address(&self, address: &http::uri::Authority) {
+        if let Some(capture) = self.capture() {
+            capture.set_upstream_address(address.clone());
+        }
+    }
+
+    /// The AgentCore runtime invoked (SigV4 upstreams), for `aws.resource.arn`.
+    pub fn set_upstream_arn(&self, arn: &Arc<str>) {
+        if let Some(capture) = self.capture() {
+            capture.set_upstream_arn(arn.clone());
+        }
+    }
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self.upstream_status.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+    pub fn upstream_duration(&self) -> Option<Duration> {
+        self.upstream_status()
+            .map(|_| Duration::from_micros(self.upstream_duration_us.load(Ordering::Relaxed)))
+    }
+}
