@@ -1,7 +1,8 @@
 //! SPEC §11 with the official MCP SDKs: the Python and TypeScript clients see tool lists
 //! filtered for their token, get a usable JSON-RPC error for a denied tool, and the
-//! TypeScript client's OAuth provider steps up — after a 403 `insufficient_scope` it obtains a
-//! token with the challenged scope from oidc-provider and the retried call succeeds.
+//! TypeScript client's OAuth provider steps up — after a 403 `insufficient_scope` the SDK's
+//! transport re-runs its auth flow, the provider (tests/interop/mcp/client.mjs) asks oidc-provider
+//! for a token with the challenged scope, and the retried call succeeds.
 
 use serde_json::{Value, json};
 
@@ -51,8 +52,8 @@ fn official_clients_see_filtered_lists_and_denials() {
         "{out}"
     );
 
-    // With a token for no particular scope beyond invoke, billing is denied too (no
-    // authorization provider here: the client reports the 403 as it is).
+    // billing_refund needs a scope this token lacks; without an OAuth provider the client
+    // reports the 403 as it is, JSON-RPC error included.
     let out = ts_client(&[
         &mcp,
         "--token",
@@ -62,11 +63,10 @@ fn official_clients_see_filtered_lists_and_denials() {
         "--args",
         r#"{"amount":5}"#,
     ]);
+    assert_eq!(out["call"]["error"]["code"], 403, "{out}");
+    let message = out["call"]["error"]["message"].as_str().unwrap();
     assert!(
-        out["call"]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("403"),
+        message.contains("Access denied: tools/call billing_refund"),
         "{out}"
     );
 

@@ -11,8 +11,8 @@
 //
 // --call TOOL [--args JSON]: instead, list the tools and call TOOL once; `call` in the output is
 // {result} or {error: {code, message}} as the SDK reported it, and `tokenScopes` the scope of
-// every token the provider obtained (a 403 insufficient_scope makes the SDK request a token
-// with the challenged scope and retry: MCP step-up).
+// every token the provider obtained (a 403 insufficient_scope makes the SDK request a new token
+// and retry; the provider asks for the challenged scope: MCP step-up).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
@@ -25,11 +25,34 @@ const opt = (name) => {
 };
 const token = opt("--token");
 
+// The SDK 1.x transport meets a 403 insufficient_scope by running auth() again, but its
+// client-credentials token request takes the scope from the provider's client metadata, not from
+// the challenge. So the provider learns the challenged scope here (the response the transport is
+// about to act on) and asks for the union of what it had and what the challenge names.
+class StepUpProvider extends ClientCredentialsProvider {
+  constructor(options) {
+    super(options);
+    this.scope = options.scope;
+  }
+  get clientMetadata() {
+    return { ...super.clientMetadata, scope: this.scope };
+  }
+  challenged(scope) {
+    const all = new Set([...(this.scope ?? "").split(" "), ...scope.split(" ")].filter(Boolean));
+    this.scope = [...all].join(" ");
+  }
+}
+let stepUp;
+
 const requests = [];
 const loggingFetch = async (input, init) => {
   const method = init?.method ?? "GET";
   requests.push(`${method} ${input instanceof URL ? input.href : input.url ?? input}`);
-  return fetch(input, init);
+  const response = await fetch(input, init);
+  const challenge = response.status === 403 ? response.headers.get("www-authenticate") ?? "" : "";
+  const scope = /error="insufficient_scope"/.test(challenge) && challenge.match(/scope="([^"]*)"/);
+  if (scope && stepUp) stepUp.challenged(scope[1]);
+  return response;
 };
 
 function transportOptions(extra = {}) {
@@ -37,7 +60,7 @@ function transportOptions(extra = {}) {
   if (token) {
     options.requestInit = { headers: { Authorization: `Bearer ${token}` } };
   } else {
-    const provider = new ClientCredentialsProvider({
+    const provider = new StepUpProvider({
       clientId: opt("--client-id"),
       clientSecret: opt("--client-secret"),
       scope: opt("--scope"),
@@ -49,6 +72,7 @@ function transportOptions(extra = {}) {
       return save(tokens);
     };
     options.authProvider = provider;
+    stepUp = provider;
   }
   return options;
 }
