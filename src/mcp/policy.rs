@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -267,7 +267,8 @@ fn filtered(response: Response<ProxyBody>, filter: ListFilter) -> Response<Proxy
         .get(CONTENT_TYPE)
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
-    match filter.wrap(body, &content_type) {
+    let encoding = parts.headers.get(CONTENT_ENCODING).map(|v| v.as_bytes());
+    match filter.wrap(body, &content_type, encoding) {
         Ok(body) => {
             // The length changes with the entries removed.
             parts.headers.remove(CONTENT_LENGTH);
