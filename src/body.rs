@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::forward::UpstreamBody;
+use crate::mcp::filter::FilterBody;
 use crate::quota::concurrency::Permits;
 
 /// Errors a response body can end with.
@@ -29,6 +30,9 @@ pin_project! {
         Upstream { #[pin] body: UpstreamBody },
         /// A body that holds concurrency permits (quotas) until it ends or is dropped.
         Guarded { body: Box<ProxyBody>, permits: Permits },
+        /// An MCP list response whose entries the caller may not use are removed
+        /// (`filterLists`, [`crate::mcp::filter`]).
+        Filtered { body: Box<FilterBody> },
     }
 }
 
@@ -56,6 +60,12 @@ impl ProxyBody {
         Self::Guarded {
             body: Box::new(body),
             permits,
+        }
+    }
+
+    pub fn filtered(body: FilterBody) -> Self {
+        Self::Filtered {
+            body: Box::new(body),
         }
     }
 }
@@ -89,6 +99,7 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            ProxyBodyProj::Filtered { body } => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -97,6 +108,7 @@ impl Body for ProxyBody {
             Self::Full { data } => data.is_none(),
             Self::Upstream { body } => body.is_end_stream(),
             Self::Guarded { body, .. } => body.is_end_stream(),
+            Self::Filtered { body } => body.is_end_stream(),
         }
     }
 
@@ -107,6 +119,7 @@ impl Body for ProxyBody {
             }
             Self::Upstream { body } => body.size_hint(),
             Self::Guarded { body, .. } => body.size_hint(),
+            Self::Filtered { body } => body.size_hint(),
         }
     }
 }

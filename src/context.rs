@@ -124,6 +124,19 @@ pub struct OutboundRecord {
     pub duration: Duration,
 }
 
+/// What the MCP policy phase read and decided, for the span and the access log.
+#[derive(Debug, Clone, Default)]
+pub struct McpRecord {
+    pub method: Option<String>,
+    pub name: Option<String>,
+    /// The JSON-RPC id as sent (`7`, `"a-1"`).
+    pub id: Option<String>,
+    /// `allow`, `deny` or `log_only_deny`; `None` when the route only reads messages.
+    pub decision: Option<&'static str>,
+    /// The rule (`rules[2]`) or Cedar policy that decided; `None` for the default.
+    pub rule: Option<Arc<str>>,
+}
+
 /// One request as the edge saw it. Each phase sets the facts it learns, once.
 #[derive(Debug)]
 pub struct RequestRecord {
@@ -141,6 +154,7 @@ pub struct RequestRecord {
     route: OnceLock<Arc<Route>>,
     auth: OnceLock<AuthRecord>,
     session_id: OnceLock<HeaderValue>,
+    mcp: OnceLock<McpRecord>,
     /// The `Origin` to echo in CORS response headers, when the route's policy allows it.
     cors_origin: OnceLock<(HeaderValue, Arc<CorsPolicy>)>,
     /// The quota rule that refused the request.
@@ -177,6 +191,7 @@ impl RequestRecord {
             route: OnceLock::new(),
             auth: OnceLock::new(),
             session_id: OnceLock::new(),
+            mcp: OnceLock::new(),
             cors_origin: OnceLock::new(),
             throttled: OnceLock::new(),
             upstream_status: AtomicU16::new(0),
@@ -207,6 +222,13 @@ impl RequestRecord {
     }
     pub fn auth(&self) -> Option<&AuthRecord> {
         self.auth.get()
+    }
+    pub fn set_mcp(&self, mcp: McpRecord) {
+        let _ = self.mcp.set(mcp);
+    }
+    /// What the MCP policy phase read and decided, when it ran.
+    pub fn mcp(&self) -> Option<&McpRecord> {
+        self.mcp.get()
     }
     pub fn set_session_id(&self, id: HeaderValue) {
         let _ = self.session_id.set(id);

@@ -29,9 +29,11 @@ use crate::auth::{AuthError, AuthOutcome};
 use crate::body::ProxyBody;
 use crate::forward::UpstreamError;
 use crate::forward::body::{BodyTooLarge, ClientBodyError};
+use crate::mcp::{self, McpError, read::ReadError, rules::Refusal};
 use crate::outbound::OutboundError;
 use crate::quota::QuotaError;
 use crate::route::Protocol;
+use serde_json::value::RawValue;
 
 pub static X_AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 
@@ -59,6 +61,14 @@ pub enum ErrorReason {
     OutboundRefused,
     /// The upstream's credential could not be obtained (SPEC §13).
     OutboundUnavailable,
+    /// An MCP message over `mcp.maxMessageBytes` (SPEC §11).
+    McpTooLarge,
+    /// An MCP message the edge cannot decide on (not JSON-RPC, a batch, headers disagreeing).
+    McpInvalid,
+    /// An MCP message refused by the route's rules or Cedar policies.
+    McpDenied,
+    /// Refused for a scope the token lacks (the MCP step-up challenge).
+    McpInsufficientScope,
     UpstreamTimeout,
     UpstreamSigning,
     UpstreamUnreachable,
@@ -83,6 +93,10 @@ impl ErrorReason {
             Self::QuotaStoreUnavailable => "quota_store_unavailable",
             Self::OutboundRefused => "outbound_refused",
             Self::OutboundUnavailable => "outbound_unavailable",
+            Self::McpTooLarge => "mcp_too_large",
+            Self::McpInvalid => "mcp_invalid",
+            Self::McpDenied => "mcp_denied",
+            Self::McpInsufficientScope => "mcp_insufficient_scope",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamSigning => "upstream_signing",
             Self::UpstreamUnreachable => "upstream_unreachable",
@@ -161,6 +175,8 @@ pub enum ProxyError {
     Quota(QuotaError),
     /// The upstream's own credential could not be obtained (SPEC §13): nothing forwarded.
     Outbound(OutboundError),
+    /// The MCP policy phase refused the message (SPEC §11): unreadable, or denied.
+    Mcp(McpError),
 }
 
 impl ProxyError {
@@ -187,6 +203,12 @@ impl ProxyError {
             Self::Quota(QuotaError::StoreUnavailable) => ErrorReason::QuotaStoreUnavailable,
             Self::Outbound(OutboundError::Refused(_)) => ErrorReason::OutboundRefused,
             Self::Outbound(OutboundError::Unavailable(_)) => ErrorReason::OutboundUnavailable,
+            Self::Mcp(McpError::Read(ReadError::TooLarge { .. })) => ErrorReason::McpTooLarge,
+            Self::Mcp(McpError::Read(_)) => ErrorReason::McpInvalid,
+            Self::Mcp(McpError::Denied(denied)) => match denied.refusal {
+                Refusal::Scope(_) => ErrorReason::McpInsufficientScope,
+                _ => ErrorReason::McpDenied,
+            },
             Self::Upstream(UpstreamError::Timeout(_)) => ErrorReason::UpstreamTimeout,
             Self::Upstream(UpstreamError::Signing(_)) => ErrorReason::UpstreamSigning,
             Self::Upstream(UpstreamError::Unreachable(_)) => ErrorReason::UpstreamUnreachable,
@@ -223,6 +245,7 @@ impl ProxyError {
             ),
             Self::Auth { error, challenge } => return auth_response(error, &challenge),
             Self::Quota(error) => return quota_response(error),
+            Self::Mcp(error) => return mcp_response(error),
             Self::OriginNotAllowed => (
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
@@ -415,6 +438,68 @@ fn quota_response(error: QuotaError) -> Response<ProxyBody> {
             response
         }
     }
+}
+
+/// MCP refusals carry a JSON-RPC error body (with the request's id when it had one), so an
+/// MCP client reports them as the answer to its call.
+fn mcp_response(error: McpError) -> Response<ProxyBody> {
+    let (status, kind, code, message, id, challenge) = match error {
+        McpError::Read(ReadError::TooLarge { limit }) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ValidationException",
+            mcp::read::INVALID_REQUEST,
+            format!("The MCP message exceeds the limit of {limit} bytes."),
+            None,
+            None,
+        ),
+        McpError::Read(ReadError::Body) => (
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            mcp::read::PARSE_ERROR,
+            "The request body could not be read.".to_owned(),
+            None,
+            None,
+        ),
+        McpError::Read(ReadError::Invalid { code, message, id }) => (
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            code,
+            message.to_owned(),
+            id,
+            None,
+        ),
+        McpError::Denied(denied) => {
+            let challenge = match &denied.refusal {
+                Refusal::Scope(scope) => Some(format!(
+                    r#"Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{}""#,
+                    denied.resource_metadata
+                )),
+                _ => None,
+            };
+            let message = denied.message();
+            (
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                mcp::ACCESS_DENIED,
+                message,
+                denied.id,
+                challenge,
+            )
+        }
+    };
+    let id = id.as_deref().map_or("null", RawValue::get);
+    let message = serde_json::to_string(&message).unwrap_or_else(|_| "\"\"".to_owned());
+    let body =
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#);
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(X_AMZN_ERROR_TYPE.clone(), HeaderValue::from_static(kind));
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    response
 }
 
 fn invalid_token(reason: &str, metadata: &str) -> Response<ProxyBody> {

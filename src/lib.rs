@@ -3,7 +3,7 @@
 //! Every request on the public listener takes one path, composed in [`stack`]:
 //!
 //! ```text
-//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ quota ─▶ enrich ─▶ outbound ─▶ forward ─▶ agent
+//!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ mcp ─▶ quota ─▶ enrich ─▶ outbound ─▶ forward ─▶ agent
 //! ```
 //!
 //! - [`server`]: listeners, TLS, HTTP/1.1 + h2, lingering close, graceful drain.
@@ -13,6 +13,8 @@
 //! - `limits`, `cors`, `metadata`: refusals and answers that need no token.
 //! - [`auth`]: JWT validation against the issuer's cached JWKS, then route policy.
 //! - [`session`]: session ids bound to the caller; every rule about session ids.
+//! - [`mcp`]: on MCP routes with an `mcp` block, the POST's JSON-RPC message read once and
+//!   decided by rules or Cedar (AgentCore Policy); denials answered here; lists filtered.
 //! - [`quota`]: rate and concurrency limits per key, local or shared through Redis (429).
 //! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
 //! - [`outbound`]: the upstream's own credential (RFC 8693 token exchange or client

@@ -57,6 +57,16 @@ pub struct Route {
     pub quotas: Option<Arc<crate::quota::policy::RouteQuotas>>,
     /// The upstream's own credential (`outboundAuth`, SPEC §13).
     pub outbound: Option<crate::outbound::OutboundAuth>,
+    /// The `mcp` block (SPEC §11): read each POST's JSON-RPC message and decide on it.
+    pub mcp: Option<Arc<crate::mcp::McpPolicy>>,
+}
+
+impl Route {
+    /// Whether POSTs on this route are read as one JSON-RPC message before they are forwarded
+    /// (the MCP policy phase runs). Routes that do not stream their bodies untouched.
+    pub fn reads_messages(&self) -> bool {
+        self.mcp.is_some()
+    }
 }
 
 /// What the request asks of the route.

@@ -176,6 +176,7 @@ pub(crate) fn compile(
         issuers: issuers(file, &top_jwt, shared)?,
         top_jwt,
         trust_forwarded: file.trust_forwarded_headers.unwrap_or(false),
+        base_dir,
         quotas: Quotas::compile(file.quotas.as_ref(), |url| shared.quota_store(url))?,
         shared,
     };
@@ -217,6 +218,8 @@ struct RouteContext<'a> {
     top_jwt: JwtFile,
     limits: Limits,
     trust_forwarded: bool,
+    /// Where relative paths in the file (Cedar policies) start.
+    base_dir: &'a Path,
     /// By discovery URL.
     issuers: HashMap<String, Arc<Issuer>>,
     /// The global quota rules (`quotas:`), each route adds its own.
@@ -418,6 +421,36 @@ fn compile_route(route: &RouteFile, context: &RouteContext) -> Result<Route, Str
         ),
         None => None,
     };
+    let mcp = match &route.mcp {
+        Some(mcp) => {
+            let mapping = jwt_authorizer(route).map(|a| &a.advertised_scope_mapping);
+            let advertise = |scope: &str| {
+                mapping
+                    .and_then(|m| m.get(scope))
+                    .cloned()
+                    .unwrap_or_else(|| scope.to_owned())
+            };
+            Some(Arc::new(
+                crate::mcp::McpPolicy::compile(
+                    mcp,
+                    name,
+                    context.base_dir,
+                    &advertise,
+                    auth.as_ref().map_or(&[][..], |a| &a.advertised_scopes),
+                    &claim_rule,
+                )
+                .map_err(|e| format!("route {name}: mcp: {e}"))?,
+            ))
+        }
+        // A quota keyed on the tool (or matching methods) needs the message even where no
+        // rule decides on it: the MCP phase reads it and decides nothing.
+        None if protocol == Protocol::Mcp && quotas.as_ref().is_some_and(|q| q.needs_message()) => {
+            Some(Arc::new(crate::mcp::McpPolicy::read_only(
+                defaults::MCP_MAX_MESSAGE_BYTES,
+            )))
+        }
+        None => None,
+    };
     Ok(Route {
         name: Arc::from(name),
         protocol,
@@ -433,6 +466,7 @@ fn compile_route(route: &RouteFile, context: &RouteContext) -> Result<Route, Str
         session_binding,
         quotas,
         outbound,
+        mcp,
     })
 }
 

@@ -2,7 +2,7 @@
 //! the socket to the upstream; each layer says what it needs from the ones above it.
 //!
 //! ```text
-//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ Quota ─▶ Enrich ─▶ Outbound ─▶ Forward ─▶ agent
+//!  client ─▶ Record ─▶ Route ─▶ Limits ─▶ Cors ─▶ Metadata ─▶ Auth ─▶ Session ─▶ McpPolicy ─▶ Quota ─▶ Enrich ─▶ Outbound ─▶ Forward ─▶ agent
 //!         ◀─ (error → response, decorate, log at body end) ◀──────── streaming response ◀──
 //! ```
 
@@ -21,6 +21,7 @@ use crate::cors::CorsLayer;
 use crate::enrich::Enrich;
 use crate::forward::Forward;
 use crate::limits::RequestLimits;
+use crate::mcp::McpPolicyLayer;
 use crate::metadata::MetadataLayer;
 use crate::outbound::OutboundLayer;
 use crate::phase::Phase;
@@ -62,6 +63,12 @@ where
         // Needs the Principal. Checks that a session id is the caller's and unwraps it (MCP),
         // or issues one bound to the caller (HTTP routes with sessionBinding).
         .layer(SessionLayer)
+        // Needs the Principal (rules and Cedar decide on its claims) and the session checked
+        // (a refused session is answered before the body is read). MCP routes with an `mcp`
+        // block only: reads the POST's JSON-RPC message (bounded), decides, refuses or
+        // forwards the same bytes; adds the McpMessage; filters list responses. Before
+        // Enrich, so nothing is prepared for a request that will be refused.
+        .layer(McpPolicyLayer)
         // Needs the Principal, the client address and (for `tool` keys and `match`) the MCP
         // message, so after auth, session and MCP policy: only authorized requests use
         // quota. Before enrich and forward: a throttled request reaches nothing. Its permits

@@ -69,6 +69,9 @@ pub fn arn_alias_path(arn: &str) -> String {
     )
 }
 
+/// `mcp.maxMessageBytes`: a JSON-RPC message is read whole to decide on it.
+pub const MCP_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,6 +227,8 @@ pub struct RouteFile {
     pub quotas: Option<RouteQuotasFile>,
     /// The credential the upstream gets instead of the caller's token (SPEC §13).
     pub outbound_auth: Option<OutboundAuthFile>,
+    /// MCP method and tool authorization (SPEC §11; MCP routes only).
+    pub mcp: Option<McpFile>,
 }
 
 /// `authorizerConfiguration`, pasted from AgentCore.
@@ -367,6 +369,43 @@ pub struct QuotaMatchFile {
     pub name: Option<String>,
 }
 
+/// `mcp`: per-method and per-tool authorization of an MCP route (SPEC §11).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct McpFile {
+    /// A POSTed JSON-RPC message over this is refused with 413 (default 4MiB).
+    pub max_message_bytes: Option<ByteSize>,
+    /// `enforce` (default) or `logOnly`.
+    pub enforcement: Option<String>,
+    /// `allow` (default) or `deny`: when no rule matches.
+    pub default: Option<String>,
+    /// Remove from list responses what the caller could never use (default false).
+    pub filter_lists: Option<bool>,
+    pub rules: Option<Vec<McpRuleFile>>,
+    /// AgentCore Policy compatible Cedar policies, instead of rules.
+    pub cedar: Option<CedarFile>,
+}
+
+/// One `mcp.rules` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct McpRuleFile {
+    #[serde(rename = "match")]
+    pub match_: Option<McpMatchFile>,
+    pub allowed_scopes: Option<Vec<String>>,
+    pub allowed_clients: Option<Vec<String>>,
+    pub custom_claims: Option<Vec<CustomClaim>>,
+    pub deny: Option<bool>,
+}
+
+/// What a rule applies to: `*` globs on the method and the name.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct McpMatchFile {
+    pub method: Option<String>,
+    pub name: Option<String>,
+}
+
 /// `outboundAuth` (SPEC §13): an RFC 8693 token exchange or a client-credentials token, sent
 /// upstream as `Authorization: Bearer` in place of the caller's token.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -405,4 +444,15 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
+}
+
+/// `mcp.cedar`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CedarFile {
+    /// One file or a list, relative to the configuration file.
+    #[serde(default)]
+    pub policies: OneOrMany<String>,
+    /// The Cedar resource, `AgentCore::Gateway::"<resource>"` (default: the route name).
+    pub resource: Option<String>,
 }

@@ -264,8 +264,20 @@ fn validated(
             .into_iter()
             .map(|(pos, m)| diagnostic(file, pos, m)),
     );
-    if !errors.is_empty() {
+    let in_other_files: Vec<Diagnostic> = report
+        .in_other_files
+        .into_iter()
+        .map(|p| Diagnostic {
+            file: p.file,
+            line: p.line,
+            column: p.column,
+            message: p.message,
+        })
+        .collect();
+    if !errors.is_empty() || !in_other_files.is_empty() {
         let mut errors = sorted(errors);
+        // Problems in policy files follow the configuration's own, in their files' order.
+        errors.extend(in_other_files);
         if report.omitted > 0 {
             let message = format!(
                 "{} more problems are not shown: fix the ones above and run again",

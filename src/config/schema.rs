@@ -15,10 +15,11 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 
 use super::file::{
-    AdminFile, AuthorizerConfiguration, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
-    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, OtlpFile, OutboundAuthFile,
-    QuotaMatchFile, QuotaRuleFile, QuotaStoreFile, QuotasFile, RouteFile, RouteQuotasFile,
-    SessionBindingFile, TelemetryFile, TlsFile, TokenCacheFile, UpstreamFile,
+    AdminFile, AuthorizerConfiguration, CedarFile, ClaimMatchValue, ClaimMatchValueUnion, CorsFile,
+    CustomClaim, CustomJwtAuthorizer, FileConfig, JwtFile, LimitsFile, McpFile, McpMatchFile,
+    McpRuleFile, OtlpFile, OutboundAuthFile, QuotaMatchFile, QuotaRuleFile, QuotaStoreFile,
+    QuotasFile, RouteFile, RouteQuotasFile, SessionBindingFile, TelemetryFile, TlsFile,
+    TokenCacheFile, UpstreamFile,
 };
 use super::locate::{Index, Kind, Node, YPath};
 
@@ -48,11 +49,15 @@ pub(super) enum Struct {
     QuotaRule,
     QuotaMatch,
     OutboundAuth,
+    Mcp,
+    McpRule,
+    McpMatch,
+    Cedar,
 }
 
 /// Every struct, for tests that go through all of them.
 #[cfg(test)]
-pub(super) const ALL: [Struct; 23] = [
+pub(super) const ALL: [Struct; 27] = [
     Struct::Root,
     Struct::Tls,
     Struct::Admin,
@@ -76,6 +81,10 @@ pub(super) const ALL: [Struct; 23] = [
     Struct::QuotaRule,
     Struct::QuotaMatch,
     Struct::OutboundAuth,
+    Struct::Mcp,
+    Struct::McpRule,
+    Struct::McpMatch,
+    Struct::Cedar,
 ];
 
 /// What a key holds, as far as unknown keys are concerned.
@@ -110,6 +119,11 @@ fn child(parent: Struct, key: &str) -> Shape {
         (T::Quotas | T::RouteQuotas, "rules") => SeqOf(T::QuotaRule),
         (T::QuotaRule, "match") => S(T::QuotaMatch),
         (T::Route, "outboundAuth") => S(T::OutboundAuth),
+        (T::Route, "mcp") => S(T::Mcp),
+        (T::Mcp, "rules") => SeqOf(T::McpRule),
+        (T::Mcp, "cedar") => S(T::Cedar),
+        (T::McpRule, "match") => S(T::McpMatch),
+        (T::McpRule, "customClaims") => SeqOf(T::CustomClaim),
         (T::AuthorizerConfiguration, "customJwtAuthorizer" | "customJWTAuthorizer") => {
             S(T::CustomJwt)
         }
@@ -147,6 +161,10 @@ pub(super) fn fields(s: Struct) -> &'static [&'static str] {
         Struct::QuotaRule => fields_of::<QuotaRuleFile>(),
         Struct::QuotaMatch => fields_of::<QuotaMatchFile>(),
         Struct::OutboundAuth => fields_of::<OutboundAuthFile>(),
+        Struct::Mcp => fields_of::<McpFile>(),
+        Struct::McpRule => fields_of::<McpRuleFile>(),
+        Struct::McpMatch => fields_of::<McpMatchFile>(),
+        Struct::Cedar => fields_of::<CedarFile>(),
     }
 }
 

@@ -207,7 +207,7 @@ fn anchors_and_merges_work_and_are_checked() {
         errors(yaml),
         [
             "2:1: x-defaults: unknown key (expected one of: listen, publicUrl, tls, admin, shutdownGracePeriod, trustForwardedHeaders, watchConfig, limits, jwt, telemetry, cors, quotas, routes)",
-            "4:5: routes[0].typo: unknown key (expected one of: name, protocol, path, arn, authorizerType, authorizerConfiguration, requestHeaderAllowlist, userIdClaim, claimsToHeaders, claimsToBaggage, jwt, upstream, cors, defaultResource, sessionBinding, keepAlive, quotas, outboundAuth)",
+            "4:5: routes[0].typo: unknown key (expected one of: name, protocol, path, arn, authorizerType, authorizerConfiguration, requestHeaderAllowlist, userIdClaim, claimsToHeaders, claimsToBaggage, jwt, upstream, cors, defaultResource, sessionBinding, keepAlive, quotas, outboundAuth, mcp)",
         ]
     );
 }
@@ -342,6 +342,10 @@ fn full_example_shows_every_key() {
         (Struct::CustomJwt, "privateEndpointOverrides"),
         (Struct::CustomJwt, "allowedWorkloadConfiguration"),
         (Struct::SessionBinding, "key"),
+        // rules and cedar are alternatives; config/mcp-cedar.yaml shows cedar.
+        (Struct::Mcp, "cedar"),
+        (Struct::Cedar, "policies"),
+        (Struct::Cedar, "resource"),
     ];
     let mut missing = Vec::new();
     for s in ALL {

@@ -1,8 +1,9 @@
 //! The one JSON-RPC message of an MCP POST, as read by the MCP policy phase (SPEC §11).
 //!
-//! The reader inserts it into the request's extensions after authentication; quotas (§12) key
-//! and match on it (`tool`, `match: { method, name }`) and telemetry records it. A request
-//! without this extension carried no message (GET, DELETE, or a route that reads none).
+//! The reader ([`super::read`]) inserts it into the request's extensions after authentication;
+//! quotas (§12) key and match on it (`tool`, `match: { method, name }`) and telemetry records
+//! it. A request without this extension carried no message (GET, DELETE, or a route that reads
+//! none).
 
 use serde_json::value::RawValue;
 
@@ -17,6 +18,8 @@ pub struct McpMessage {
     /// The request's `id` exactly as sent (`7`, `"a-1"`), for JSON-RPC error bodies; `None`
     /// for a notification.
     pub id: Option<Box<RawValue>>,
+    /// `params.arguments` of a `tools/call`, as sent (Cedar's `context.input`).
+    pub arguments: Option<Box<RawValue>>,
 }
 
 impl McpMessage {

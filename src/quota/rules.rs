@@ -317,6 +317,7 @@ mod tests {
             method: Some(method.into()),
             name: name.map(Into::into),
             id: None,
+            arguments: None,
         }
     }
 

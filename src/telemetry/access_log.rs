@@ -50,6 +50,13 @@ struct Json<'a> {
     bytes_out: u64,
     trace_id: String,
     client_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mcp_name: Option<&'a str>,
+    /// The MCP policy decision (`allow`, `deny`, `log_only_deny`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     aborted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +88,9 @@ impl AccessLine<'_> {
             bytes_out: self.bytes_out,
             trace_id: r.trace.trace_id_hex(),
             client_address: r.conn.remote.ip().to_string(),
+            mcp_method: r.mcp().and_then(|m| m.method.as_deref()),
+            mcp_name: r.mcp().and_then(|m| m.name.as_deref()),
+            policy: r.mcp().and_then(|m| m.decision),
             aborted: self.aborted,
             error: self.error.map(ErrorReason::as_str),
             throttled: r.throttled(),

@@ -74,6 +74,12 @@ const STORE_BUCKETS: [f64; 13] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    route: String,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabel {
     issuer: String,
 }
@@ -120,6 +126,7 @@ pub struct Metrics {
     /// Round trips to the quota store that answered.
     pub quota_store_duration: Histogram,
     outbound_tokens: Family<OutboundLabels, Counter>,
+    policy_decisions: Family<DecisionLabels, Counter>,
 }
 
 fn auth_histogram() -> Histogram {
@@ -163,6 +170,7 @@ impl Metrics {
             "Outbound credentials (SPEC §13), by route and result (hit, issued, refused, error)",
             outbound_tokens.clone(),
         );
+        let policy_decisions = Family::<DecisionLabels, Counter>::default();
         // Present from the start at 0, so rate() and alerts work before the first drop.
         for reason in SPAN_DROP_REASONS {
             let _ = spans_dropped.get_or_create(&DropLabel { reason });
@@ -242,8 +250,14 @@ impl Metrics {
             "Round-trip time of quota decisions to the shared store (Redis)",
             quota_store_duration.clone(),
         );
+        registry.register(
+            "gatehouse_policy_decisions",
+            "MCP messages decided by a route's mcp rules or Cedar policies, by decision",
+            policy_decisions.clone(),
+        );
         Self {
             registry,
+            policy_decisions,
             requests,
             request_duration,
             auth_duration,
@@ -383,6 +397,17 @@ impl RouteMetrics {
         self.metrics.throttled(&self.route, rule)
     }
 
+    /// Counts one MCP policy decision (`allow`, `deny`, `log_only_deny`).
+    pub fn count_policy_decision(&self, decision: &'static str) {
+        self.metrics
+            .policy_decisions
+            .get_or_create(&DecisionLabels {
+                route: self.route.clone(),
+                decision,
+            })
+            .inc();
+    }
+
     /// Counts one finished request.
     pub fn count_request(&self, status: u16, outcome: AuthOutcome) {
         let class = usize::from((status / 100).clamp(1, 5) - 1);
@@ -409,9 +434,15 @@ mod tests {
         route.count_request(401, AuthOutcome::Missing);
         route.count_request(401, AuthOutcome::Missing);
         route.auth_hit.observe(0.000_000_8);
+        route.count_policy_decision("deny");
+        route.count_policy_decision("deny");
         let text = metrics.encode();
         assert!(text.contains(r#"gatehouse_requests_total{route="support",status_class="2xx",auth_outcome="ok"} 1"#), "{text}");
         assert!(text.contains(r#"gatehouse_requests_total{route="support",status_class="4xx",auth_outcome="missing"} 2"#));
+        assert!(
+            text.contains(r#"gatehouse_policy_decisions_total{route="support",decision="deny"} 2"#),
+            "{text}"
+        );
         assert!(text.contains(r#"gatehouse_auth_duration_seconds_bucket{le="0.000001",route="support",cache="hit"} 1"#), "{text}");
     }
 }

@@ -18,6 +18,7 @@ mod hostile;
 mod keys;
 mod load;
 mod mcp;
+mod mcp_policy;
 mod outbound;
 mod quotas;
 mod quotas_redis;

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse::dev::{Alg, SigningKey};
-use gatehouse::mcp::McpMessage;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::value::RawValue;
 use tower::ServiceExt;
 
 use crate::support::*;
@@ -303,12 +301,16 @@ const MCP_ROUTE: &str = r#"
           match: { method: tools/call, name: "search_*" }
 "#;
 
-/// A POST through the stack with the MCP message already read (as the MCP policy phase
-/// leaves it), from 127.0.0.1.
+/// A POST through the stack (in-process), from 127.0.0.1: the MCP phase reads the message,
+/// since a quota rule keys on the tool.
 async fn call_tool(edge: &Edge, token: &str, method: &str, name: Option<&str>, id: &str) -> Reply {
     let stack = gatehouse::stack::build::<Full<Bytes>>(edge.app.clone());
-    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{}}}}"#);
-    let mut request = Request::builder()
+    let params = match name {
+        Some(name) => format!(r#"{{"name":"{name}","arguments":{{}}}}"#),
+        None => "{}".to_owned(),
+    };
+    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
+    let request = Request::builder()
         .method(Method::POST)
         .uri("/mcp")
         .header("host", "127.0.0.1")
@@ -317,11 +319,6 @@ async fn call_tool(edge: &Edge, token: &str, method: &str, name: Option<&str>, i
         .header("accept", "application/json, text/event-stream")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    request.extensions_mut().insert(McpMessage {
-        method: Some(method.into()),
-        name: name.map(Into::into),
-        id: Some(RawValue::from_string(id.into()).unwrap()),
-    });
     let response = stack.oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
     Reply {

@@ -13,6 +13,7 @@
 
 mod agentcore;
 mod mcp;
+mod mcp_policy;
 mod otlp;
 mod outbound;
 mod sigv4;

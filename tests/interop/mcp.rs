@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn mcp_server(name: &str) -> Peer {
+pub(crate) fn mcp_server(name: &str) -> Peer {
     Peer::spawn(
         "mcp-server",
         &python(),
@@ -52,11 +52,11 @@ pub(crate) fn python_client(args: &[&str]) -> Value {
     client(&python(), "tests/interop/mcp/client.py", args)
 }
 
-fn ts_client(args: &[&str]) -> Value {
+pub(crate) fn ts_client(args: &[&str]) -> Value {
     client(Path::new("node"), "tests/interop/mcp/client.mjs", args)
 }
 
-fn route(name: &str, path: &str, idp: &Peer, upstream: &str, extra: &str) -> String {
+pub(crate) fn route(name: &str, path: &str, idp: &Peer, upstream: &str, extra: &str) -> String {
     format!(
         r#"
   - name: {name}
@@ -72,6 +72,9 @@ fn route(name: &str, path: &str, idp: &Peer, upstream: &str, extra: &str) -> Str
         idp = idp.url
     )
 }
+
+/// The test server's tools, as `tools/list` sorts them.
+pub(crate) const ALL_TOOLS: [&str; 4] = ["admin_wipe", "billing_refund", "progress", "whoami"];
 
 /// Progress notifications arrived as the server sent them: each before the next was sent.
 fn assert_streamed(progress: &Value) {
@@ -145,7 +148,7 @@ fn official_clients_through_the_edge_with_a_token() {
         "--origin",
         "https://inspector.example",
     ]);
-    assert_eq!(out["tools"], json!(["progress", "whoami"]));
+    assert_eq!(out["tools"], json!(ALL_TOOLS));
     let who = &out["whoami"];
     assert_eq!(
         who["authorization"],
@@ -166,7 +169,7 @@ fn official_clients_through_the_edge_with_a_token() {
     // TypeScript through the gateway route, where Authorization is re-propagated.
     let gateway = format!("{}/gateway/mcp", edge.url);
     let out = ts_client(&[&gateway, "--token", &token]);
-    assert_eq!(out["tools"], json!(["progress", "whoami"]));
+    assert_eq!(out["tools"], json!(ALL_TOOLS));
     let session = server_session(&out["sessionId"]);
     assert_eq!(out["whoami"]["session"], session);
     assert_eq!(
@@ -344,7 +347,7 @@ fn fastmcp_1x_server_and_client() {
         &[&mcp, "--token", &token],
     );
     assert_eq!(out["protocolVersion"], "2025-11-25");
-    assert_eq!(out["tools"], json!(["progress", "whoami"]));
+    assert_eq!(out["tools"], json!(ALL_TOOLS));
     assert_eq!(out["whoami"]["server"], "fastmcp");
     assert_eq!(out["whoami"]["session"], server_session(&out["sessionId"]));
     assert_eq!(

@@ -111,7 +111,7 @@ fn check_discovery_url(ctx: &mut Ctx<'_>, path: &YPath, a: &CustomJwtAuthorizer)
     }
 }
 
-fn non_empty(ctx: &mut Ctx<'_>, path: &YPath, empty: bool) {
+pub(super) fn non_empty(ctx: &mut Ctx<'_>, path: &YPath, empty: bool) {
     if empty {
         ctx.error(
             path,
@@ -121,7 +121,7 @@ fn non_empty(ctx: &mut Ctx<'_>, path: &YPath, empty: bool) {
 }
 
 /// `allowedAudience` and `allowedClients`: any non-empty strings.
-fn check_values(ctx: &mut Ctx<'_>, path: &YPath, list: &[String]) {
+pub(super) fn check_values(ctx: &mut Ctx<'_>, path: &YPath, list: &[String]) {
     non_empty(ctx, path, list.is_empty());
     for (i, value) in list.iter().enumerate() {
         if value.is_empty() {
@@ -131,7 +131,7 @@ fn check_values(ctx: &mut Ctx<'_>, path: &YPath, list: &[String]) {
 }
 
 /// AgentCore's scope syntax: 1..255 of `[\x21\x23-\x5B\x5D-\x7E]` (RFC 6749 scope-token).
-fn check_scope(scope: &str) -> Result<(), String> {
+pub(super) fn check_scope(scope: &str) -> Result<(), String> {
     let valid_char = |c: char| matches!(c, '\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');
     if scope.is_empty() || scope.len() > 255 || !scope.chars().all(valid_char) {
         return Err(format!(
@@ -173,7 +173,7 @@ fn check_scope_mapping(ctx: &mut Ctx<'_>, path: &YPath, a: &CustomJwtAuthorizer)
     }
 }
 
-fn check_claim(ctx: &mut Ctx<'_>, path: &YPath, claim: &CustomClaim) {
+pub(super) fn check_claim(ctx: &mut Ctx<'_>, path: &YPath, claim: &CustomClaim) {
     let name = &claim.inbound_token_claim_name;
     let name_path = path.key("inboundTokenClaimName");
     let name_ok = !name.is_empty()

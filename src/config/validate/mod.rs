@@ -27,6 +27,7 @@ use super::units::DurationStr;
 
 mod authorizer;
 pub mod headers;
+mod mcp;
 mod outbound;
 mod quotas;
 mod route;
@@ -35,6 +36,8 @@ mod syntax;
 mod tests;
 #[cfg(test)]
 mod tests_authorizer;
+#[cfg(test)]
+mod tests_mcp;
 #[cfg(test)]
 mod tests_outbound;
 #[cfg(test)]
@@ -51,6 +54,17 @@ pub(super) struct Report {
     pub(super) warnings: Vec<(Pos, String)>,
     /// Errors beyond [`MAX_ERRORS`], not reported.
     pub(super) omitted: usize,
+    /// Errors located in another file the configuration names (Cedar policies).
+    pub(super) in_other_files: Vec<PolicyFileProblem>,
+}
+
+/// A problem located in a file other than the configuration (a Cedar policy file).
+#[derive(Debug, Clone)]
+pub(super) struct PolicyFileProblem {
+    pub(super) file: String,
+    pub(super) line: u32,
+    pub(super) column: u32,
+    pub(super) message: String,
 }
 
 /// What the rules need besides the config: where things are, and where relative paths start.
@@ -83,9 +97,17 @@ impl Ctx<'_> {
         self.report.errors.push((pos, format!("{path}: {message}")));
     }
 
+    /// A problem located in another file (its own line and column).
+    fn policy_file_error(&mut self, problem: PolicyFileProblem) {
+        if self.full() {
+            return;
+        }
+        self.report.in_other_files.push(problem);
+    }
+
     /// Whether the report is full; counts what it leaves out.
     fn full(&mut self) -> bool {
-        let full = self.report.errors.len() >= MAX_ERRORS;
+        let full = self.report.errors.len() + self.report.in_other_files.len() >= MAX_ERRORS;
         if full {
             self.report.omitted += 1;
         }

@@ -227,6 +227,9 @@ fn check_one(ctx: &mut Ctx<'_>, path: &YPath, route: &RouteFile) -> Auth {
     if auth != Auth::Unknown {
         super::outbound::check(ctx, path, route, auth == Auth::Jwt);
     }
+    if let Some(mcp) = &route.mcp {
+        super::mcp::check(ctx, &path.key("mcp"), route, mcp);
+    }
     if let Some(keep_alive) = route.keep_alive
         && !keep_alive.0.is_zero()
         && keep_alive.0 < Duration::from_secs(1)

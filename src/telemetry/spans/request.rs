@@ -166,7 +166,28 @@ impl<'a> RequestSpans<'a> {
                 attributes.push(KeyValue::new("mcp.session.id", session.to_owned()));
             }
         }
-        if let Some(mcp) = self
+        // The message the MCP policy phase read is what the server executes; the mirrored
+        // header is only a fallback for routes that read none.
+        if let Some(mcp) = self.record.mcp() {
+            if let Some(method) = &mcp.method {
+                attributes.push(KeyValue::new("mcp.method.name", method.clone()));
+                if method == "tools/call"
+                    && let Some(tool) = &mcp.name
+                {
+                    attributes.push(KeyValue::new("gen_ai.tool.name", tool.clone()));
+                }
+            }
+            if let Some(id) = &mcp.id {
+                attributes.push(KeyValue::new("jsonrpc.request.id", id.clone()));
+            }
+            if let Some(decision) = mcp.decision {
+                attributes.push(KeyValue::new("gatehouse.policy.decision", decision));
+                attributes.push(KeyValue::new(
+                    "gatehouse.policy.rule",
+                    mcp.rule.as_deref().unwrap_or("default").to_owned(),
+                ));
+            }
+        } else if let Some(mcp) = self
             .capture
             .mcp_method
             .as_ref()

@@ -8,6 +8,11 @@
 // authorization server metadata) and the token request itself. After the calls, a second
 // client resumes the session with the first one's session id (no new initialize) and calls
 // again; then the session is terminated (DELETE).
+//
+// --call TOOL [--args JSON]: instead, list the tools and call TOOL once; `call` in the output is
+// {result} or {error: {code, message}} as the SDK reported it, and `tokenScopes` the scope of
+// every token the provider obtained (a 403 insufficient_scope makes the SDK request a new token
+// and retry; the provider asks for the challenged scope: MCP step-up).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ClientCredentialsProvider } from "@modelcontextprotocol/sdk/client/auth-extensions.js";
@@ -20,11 +25,34 @@ const opt = (name) => {
 };
 const token = opt("--token");
 
+// The SDK 1.x transport meets a 403 insufficient_scope by running auth() again, but its
+// client-credentials token request takes the scope from the provider's client metadata, not from
+// the challenge. So the provider learns the challenged scope here (the response the transport is
+// about to act on) and asks for the union of what it had and what the challenge names.
+class StepUpProvider extends ClientCredentialsProvider {
+  constructor(options) {
+    super(options);
+    this.scope = options.scope;
+  }
+  get clientMetadata() {
+    return { ...super.clientMetadata, scope: this.scope };
+  }
+  challenged(scope) {
+    const all = new Set([...(this.scope ?? "").split(" "), ...scope.split(" ")].filter(Boolean));
+    this.scope = [...all].join(" ");
+  }
+}
+let stepUp;
+
 const requests = [];
 const loggingFetch = async (input, init) => {
   const method = init?.method ?? "GET";
   requests.push(`${method} ${input instanceof URL ? input.href : input.url ?? input}`);
-  return fetch(input, init);
+  const response = await fetch(input, init);
+  const challenge = response.status === 403 ? response.headers.get("www-authenticate") ?? "" : "";
+  const scope = /error="insufficient_scope"/.test(challenge) && challenge.match(/scope="([^"]*)"/);
+  if (scope && stepUp) stepUp.challenged(scope[1]);
+  return response;
 };
 
 function transportOptions(extra = {}) {
@@ -32,14 +60,41 @@ function transportOptions(extra = {}) {
   if (token) {
     options.requestInit = { headers: { Authorization: `Bearer ${token}` } };
   } else {
-    options.authProvider = new ClientCredentialsProvider({
+    const provider = new StepUpProvider({
       clientId: opt("--client-id"),
       clientSecret: opt("--client-secret"),
       scope: opt("--scope"),
       expectedIssuer: opt("--issuer"),
     });
+    const save = provider.saveTokens.bind(provider);
+    provider.saveTokens = (tokens) => {
+      tokenScopes.push(tokens.scope ?? null);
+      return save(tokens);
+    };
+    options.authProvider = provider;
+    stepUp = provider;
   }
   return options;
+}
+
+const tokenScopes = [];
+
+async function callOnce(tool) {
+  const out = {};
+  const transport = new StreamableHTTPClientTransport(url, transportOptions());
+  const client = new Client({ name: "gatehouse-interop", version: "1.0.0" });
+  await client.connect(transport);
+  out.tools = (await client.listTools()).tools.map((t) => t.name).sort();
+  try {
+    const result = await client.callTool({ name: tool, arguments: JSON.parse(opt("--args") ?? "{}") });
+    out.call = { result: text(result), isError: Boolean(result.isError) };
+  } catch (e) {
+    out.call = { error: { code: e?.code ?? null, message: String(e?.message ?? e) } };
+  }
+  await client.close().catch(() => {});
+  out.tokenScopes = tokenScopes;
+  out.requests = requests;
+  return out;
 }
 
 const text = (result) => result.content.map((c) => c.text ?? "").join("");
@@ -88,7 +143,7 @@ const timer = setTimeout(() => {
   console.log(JSON.stringify({ error: "timed out" }));
   process.exit(1);
 }, 60000);
-main()
+(opt("--call") ? callOnce(opt("--call")) : main())
   .then((out) => {
     clearTimeout(timer);
     console.log(JSON.stringify(out));

@@ -10,6 +10,9 @@ usage: client.py URL (--token T | --client-id ID --client-secret S --issuer I --
   token for the `resource` the metadata names, and retries.
 - `--mode legacy`: the 2025-11-25 initialize handshake and a session; `auto`: the SDK probes and
   uses the stateless 2026-07-28 protocol when the server speaks it.
+- `--call TOOL [--args JSON]`: instead of the usual calls, list the tools and call TOOL once;
+  `call` in the output is `{"result": text}` or `{"error": {"code", "message"}}` as the SDK
+  reported it.
 """
 
 import argparse
@@ -19,7 +22,7 @@ import sys
 import time
 
 import httpx2
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -75,6 +78,14 @@ async def run(args):
         async with Client(streamable_http_client(args.url, http_client=http), mode=args.mode) as client:
             tools = await client.list_tools()
             out["tools"] = sorted(t.name for t in tools.tools)
+            if args.call:
+                try:
+                    result = await client.call_tool(args.call, json.loads(args.args))
+                    out["call"] = {"result": text(result), "is_error": bool(getattr(result, "is_error", None) or getattr(result, "isError", False))}
+                except MCPError as e:
+                    out["call"] = {"error": {"code": e.error.code, "message": e.error.message}}
+                out["requests"] = seen_requests
+                return out
             out["whoami"] = json.loads(text(await client.call_tool("whoami", {})))
             arrived = []
 
@@ -100,6 +111,8 @@ def main():
     p.add_argument("--scope")
     p.add_argument("--mode", default="legacy")
     p.add_argument("--origin")
+    p.add_argument("--call")
+    p.add_argument("--args", default="{}")
     args = p.parse_args()
     try:
         out = asyncio.run(asyncio.wait_for(run(args), 60))

@@ -18,6 +18,8 @@ Tools:
   request that called it carried.
 - `progress(steps, interval_ms)` sends `steps` progress notifications `interval_ms` apart and
   returns the wall-clock time (ms) at which each was sent.
+- `billing_refund(amount)` and `admin_wipe()`: tools for the edge's per-tool policy tests
+  (SPEC §11); they only report that they ran.
 """
 
 import argparse
@@ -158,6 +160,14 @@ def main():
             await ctx.report_progress(i + 1, steps, f"step {i + 1}")
         await asyncio.sleep(interval_ms / 1000)
         return json.dumps({"sent": sent})
+
+    @server.tool()
+    async def billing_refund(amount: int) -> str:
+        return json.dumps({"refunded": amount})
+
+    @server.tool()
+    async def admin_wipe() -> str:
+        return json.dumps({"wiped": True})
 
     if V2:
         app = server.streamable_http_app(event_store=events, host="127.0.0.1")
