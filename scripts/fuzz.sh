@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../fuzz"
 
 seconds=${1:-60}
 shift || true
-all=(token authorization claims jwks session_baggage traceparent config jsonrpc)
+all=(token authorization claims jwks session_baggage traceparent config jsonrpc token_response)
 targets=("${@:-${all[@]}}")
 
 host=$(rustc -vV | sed -n 's/^host: //p')
