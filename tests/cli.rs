@@ -24,7 +24,10 @@ fn validate_accepts_the_examples_and_summarises_routes() {
     for entry in std::fs::read_dir("config").unwrap() {
         let path = entry.unwrap().path();
         // Configurations only: `config/policies/` holds the Cedar files they name.
-        if !path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+        if !path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
             continue;
         }
         seen += 1;
@@ -39,7 +42,10 @@ fn validate_accepts_the_examples_and_summarises_routes() {
         assert!(stdout.lines().all(|l| l.starts_with("route ")), "{stdout}");
         assert!(!stdout.is_empty());
     }
-    assert!(seen >= 5, "only {seen} example configurations found in config/");
+    assert!(
+        seen >= 5,
+        "only {seen} example configurations found in config/"
+    );
 }
 
 #[test]
