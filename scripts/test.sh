@@ -9,7 +9,7 @@
 #      memory they measure is theirs,
 #   5. the Kubernetes manifests (deploy/kubernetes/test: rendered with kubectl kustomize,
 #      validated against the Kubernetes OpenAPI schemas, their config through gatehouse validate),
-#   6. a short fuzzing run of every target (scripts/fuzz.sh; FUZZ_SECONDS per target, 30 by
+#   6. a short fuzzing run of every target (scripts/fuzz.sh; FUZZ_SECONDS per target, 20 by
 #      default, 0 skips it),
 #   7. the interop tier against real third-party peers (tests/interop).
 # Load and fault tests only target 127.0.0.1 and stop by themselves.
@@ -40,7 +40,7 @@ step "kubernetes manifests: render, schemas, gatehouse validate"
 (cd deploy/kubernetes/test && npm ci --no-audit --no-fund --loglevel=error)
 GATEHOUSE_BIN="$PWD/target/debug/gatehouse" node deploy/kubernetes/test/check.mjs
 
-fuzz_seconds=${FUZZ_SECONDS:-30}
+fuzz_seconds=${FUZZ_SECONDS:-20}
 if [[ "$fuzz_seconds" != 0 ]]; then
     step "fuzzing (${fuzz_seconds}s per target, stable toolchain)"
     scripts/fuzz.sh "$fuzz_seconds"
