@@ -17,7 +17,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use crate::error::ProxyError;
 use crate::forward::UpstreamError;
 use crate::forward::balance::Balancer;
-use crate::forward::client::UpstreamClient;
+use crate::forward::client::{UpstreamClient, UpstreamClients};
+use crate::forward::pool::Pool;
 use crate::forward::sigv4::{self, AgentCoreSigner};
 use crate::route::Route;
 
@@ -30,6 +31,9 @@ pub struct Replica {
     pub base_path: String,
     /// `scheme://authority{base_path}[?query]`: the whole URI for exact routes, built once.
     pub(crate) base_uri: Uri,
+    /// The HTTP/1.1 keep-alive connections to this replica; `None` sends through the
+    /// upstream's `client` (h2 upstreams, AgentCore).
+    pub(crate) pool: Option<Arc<Pool>>,
 }
 
 impl Replica {
@@ -59,6 +63,7 @@ impl Replica {
             authority,
             base_path,
             base_uri,
+            pool: None,
         })
     }
 
@@ -126,17 +131,30 @@ pub struct UpstreamLimits {
 }
 
 impl Upstream {
-    /// Several replicas of one agent (`urls`), each plus `path`.
-    pub fn replicas(
+    /// Several replicas of one agent (`urls`), each plus `path`. With `pools` (HTTP/1.1
+    /// upstreams: the registry and the connect timeout) each replica gets its own pool;
+    /// without, requests go through `client`.
+    pub(crate) fn replicas(
         urls: &[Uri],
         path: &str,
         client: UpstreamClient,
+        pools: Option<(&UpstreamClients, Duration)>,
         limits: UpstreamLimits,
     ) -> Result<Self, String> {
         let replicas = urls
             .iter()
-            .map(|url| Replica::new(url, path, None))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|url| {
+                let mut replica = Replica::new(url, path, None)?;
+                if let Some((clients, connect_timeout)) = pools {
+                    replica.pool = Some(clients.pool(
+                        &replica.scheme,
+                        &replica.authority,
+                        connect_timeout,
+                    )?);
+                }
+                Ok(replica)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let balancer = (replicas.len() > 1).then(|| {
             let ids: Vec<String> = urls.iter().map(ToString::to_string).collect();
             Balancer::new(&ids)

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::pool::Checkin;
 use crate::body::BoxError;
 use crate::context::RequestRecord;
 
@@ -143,6 +144,8 @@ pub struct UpstreamBody {
     timer: Option<Pin<Box<Sleep>>>,
     progressed: bool,
     keep_alive: Option<KeepAlive>,
+    /// The pooled connection the body arrives on, given back when the body ends.
+    checkin: Option<Checkin>,
 }
 
 /// Keep-alives for load balancers that cut connections idle toward the client. A comment is
@@ -231,6 +234,20 @@ impl UpstreamBody {
             timer: None,
             progressed: true,
             keep_alive: None,
+            checkin: None,
+        }
+    }
+
+    /// Gives `checkin`'s connection back to its pool once the body has been read to its end
+    /// (dropped before, the connection closes).
+    pub(crate) fn with_checkin(mut self, checkin: Option<Checkin>) -> Self {
+        self.checkin = checkin;
+        self
+    }
+
+    fn ended(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            checkin.give_back();
         }
     }
 
@@ -253,10 +270,19 @@ impl Body for UpstreamBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
-                if let (Some(keep_alive), Some(Ok(frame))) = (&mut this.keep_alive, &frame)
-                    && let Some(data) = frame.data_ref()
-                {
-                    keep_alive.sent(data);
+                match &frame {
+                    None => this.ended(),
+                    Some(Ok(frame)) => {
+                        if let (Some(keep_alive), Some(data)) =
+                            (&mut this.keep_alive, frame.data_ref())
+                        {
+                            keep_alive.sent(data);
+                        }
+                        if this.inner.is_end_stream() {
+                            this.ended();
+                        }
+                    }
+                    Some(Err(_)) => this.checkin = None,
                 }
                 return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
             }

@@ -13,6 +13,7 @@
 pub(crate) mod balance;
 pub(crate) mod body;
 pub(crate) mod client;
+pub(crate) mod pool;
 mod reclaim;
 mod send;
 pub mod sigv4;

@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 use super::UpstreamError;
 use super::balance::Balancer;
 use super::body::{RequestBody, UpstreamBody};
+use super::client::{OutboundBody, UpstreamClient};
+use super::pool::{Checkin, Pool, PoolError};
 use super::reclaim::{Prefixed, Reclaimable};
 use super::sigv4::{Payload, SIGNED_PAYLOAD_LIMIT};
 use crate::body::{BoxError, ProxyBody};
@@ -59,26 +61,27 @@ impl Upstream {
                 } else {
                     self.send_balanced(balancer, route, &parts, body).await
                 };
-                sent.map(|(response, index)| {
+                sent.map(|(exchange, index)| {
                     // The replica that answered, for the client span's server.address.
                     if let Some(replica) = self.replicas.get(index) {
                         record.set_upstream_address(&replica.authority);
                     }
-                    response
+                    exchange
                 })
             });
             tokio::time::timeout_at(deadline, sending).await
         } else {
-            parts.uri = self.replica(0)?.uri_for(route, &parts.uri)?;
+            let replica = self.replica(0)?;
+            parts.uri = replica.uri_for(route, &parts.uri)?;
+            let request = Request::from_parts(parts, body.boxed_unsync());
             tokio::time::timeout_at(
                 deadline,
-                self.client
-                    .request(Request::from_parts(parts, body.boxed_unsync())),
+                exchange(replica.pool.as_ref(), &self.client, request),
             )
             .await
             .map(|r| r.map_err(SendError::Client))
         };
-        let response = match sent {
+        let (response, checkin) = match sent {
             Err(_) => {
                 return Err(ProxyError::Upstream(UpstreamError::Timeout(
                     self.request_timeout,
@@ -86,19 +89,19 @@ impl Upstream {
             }
             Ok(Err(SendError::Edge(error))) => return Err(error),
             Ok(Err(SendError::Client(error))) => {
-                let error = ProxyError::from_upstream(&error);
+                let error = ProxyError::from_upstream(error.as_error());
                 if let ProxyError::Upstream(UpstreamError::Unreachable(chain)) = &error {
                     tracing::debug!(route = %route.name, error = %chain, "upstream request failed");
                 }
                 return Err(error);
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(exchange)) => exchange,
         };
         record.set_upstream(response.status().as_u16(), started.elapsed());
         let (mut parts, body) = response.into_parts();
         crate::hop::strip(&mut parts.headers);
         crate::session::record_upstream_id(route.protocol, &record, &parts.headers);
-        let mut body = UpstreamBody::new(body, self.stream_idle_timeout);
+        let mut body = UpstreamBody::new(body, self.stream_idle_timeout).with_checkin(checkin);
         if is_event_stream(&parts.headers) {
             // Reverse proxies in front of the edge (nginx) must not buffer the stream either.
             parts
@@ -121,7 +124,7 @@ impl Upstream {
         route: &Route,
         parts: &http::request::Parts,
         body: R,
-    ) -> Result<(Response<Incoming>, usize), SendError>
+    ) -> Result<(Exchange, usize), SendError>
     where
         R: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
     {
@@ -143,11 +146,11 @@ impl Upstream {
                 .map_err(SendError::Edge)?;
             *request.headers_mut() = parts.headers.clone();
             *request.version_mut() = parts.version;
-            match self.client.request(request).await {
-                Ok(response) => return Ok((response, index)),
+            match exchange(replica.pool.as_ref(), &self.client, request).await {
+                Ok(exchange) => return Ok((exchange, index)),
                 Err(error) if error.is_connect() => {
                     balancer.mark_down(index);
-                    tracing::warn!(route = %route.name, replica = %replica.authority, error = %crate::error::error_chain(&error), "replica refused the connection; marked down");
+                    tracing::warn!(route = %route.name, replica = %replica.authority, error = %crate::error::error_chain(error.as_error()), "replica refused the connection; marked down");
                     // The body never left if hyper did not take it out of the slot.
                     let untouched = slot.lock().map(|b| b.is_some()).unwrap_or(false);
                     if !untouched {
@@ -173,7 +176,7 @@ impl Upstream {
         route: &Route,
         parts: &http::request::Parts,
         body: RequestBody<B>,
-    ) -> Result<(Response<Incoming>, usize), SendError>
+    ) -> Result<(Exchange, usize), SendError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -191,16 +194,16 @@ impl Upstream {
             let full = http_body_util::Full::new(body.clone())
                 .map_err(|never| match never {})
                 .boxed_unsync();
-            let (response, index) = self.send_balanced(balancer, route, parts, full).await?;
-            let Some(id) = response.headers().get(&MCP_SESSION_HEADER) else {
-                return Ok((response, index));
+            let (exchange, index) = self.send_balanced(balancer, route, parts, full).await?;
+            let Some(id) = exchange.0.headers().get(&MCP_SESSION_HEADER) else {
+                return Ok((exchange, index));
             };
             if balancer.pick(Some(id.as_bytes()), &[]) == Some(index) {
-                return Ok((response, index));
+                return Ok((exchange, index));
             }
             if attempt == attempts {
                 tracing::warn!(route = %route.name, attempts, "no replica created a session that hashes to itself; later requests of this session may reach another replica");
-                return Ok((response, index));
+                return Ok((exchange, index));
             }
             self.delete_session(route, parts, index, id.clone());
         }
@@ -217,11 +220,10 @@ impl Upstream {
         index: usize,
         id: HeaderValue,
     ) {
-        let Some(Ok(uri)) = self
-            .replicas
-            .get(index)
-            .map(|r| r.uri_for(route, &parts.uri))
-        else {
+        let Some(replica) = self.replicas.get(index) else {
+            return;
+        };
+        let Ok(uri) = replica.uri_for(route, &parts.uri) else {
             return;
         };
         let mut request = Request::new(
@@ -239,8 +241,10 @@ impl Upstream {
         }
         headers.insert(MCP_SESSION_HEADER.clone(), id);
         let client = self.client.clone();
+        let pool = replica.pool.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await;
+            let deleting = exchange(pool.as_ref(), &client, request);
+            let _ = tokio::time::timeout(Duration::from_secs(10), deleting).await;
         });
     }
 
@@ -251,7 +255,7 @@ impl Upstream {
         agentcore: &AgentCore,
         mut parts: http::request::Parts,
         body: RequestBody<B>,
-    ) -> Result<Response<Incoming>, SendError>
+    ) -> Result<Exchange, SendError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -277,10 +281,54 @@ impl Upstream {
             .sign(&parts.method, &parts.uri, &mut parts.headers, &payload)
             .await
             .map_err(|e| SendError::Edge(ProxyError::Upstream(UpstreamError::Signing(e.0))))?;
-        self.client
-            .request(Request::from_parts(parts, outbound))
+        exchange(None, &self.client, Request::from_parts(parts, outbound))
             .await
             .map_err(SendError::Client)
+    }
+}
+
+/// A response, and the pooled connection to give back when its body ends.
+type Exchange = (Response<Incoming>, Option<Checkin>);
+
+/// Sends through the replica's own pool, or hyper-util's client where there is none.
+async fn exchange(
+    pool: Option<&Arc<Pool>>,
+    client: &UpstreamClient,
+    request: Request<OutboundBody>,
+) -> Result<Exchange, ClientError> {
+    let Some(pool) = pool else {
+        let response = client.request(request).await.map_err(ClientError::Client)?;
+        return Ok((response, None));
+    };
+    let (response, checkin) = pool.send(request).await.map_err(ClientError::Pool)?;
+    if response.body().is_end_stream() {
+        // No body to wait for (204, 304, `Content-Length: 0`).
+        checkin.give_back();
+        return Ok((response, None));
+    }
+    Ok((response, Some(checkin)))
+}
+
+/// How the upstream exchange failed, by whichever client sent it.
+enum ClientError {
+    Pool(PoolError),
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl ClientError {
+    /// Nothing left: the connection was refused or could not be made.
+    fn is_connect(&self) -> bool {
+        match self {
+            Self::Pool(error) => error.is_connect(),
+            Self::Client(error) => error.is_connect(),
+        }
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            Self::Pool(error) => error,
+            Self::Client(error) => error,
+        }
     }
 }
 
@@ -316,7 +364,7 @@ where
 /// How sending failed: an error the edge decided, or the client's.
 enum SendError {
     Edge(ProxyError),
-    Client(hyper_util::client::legacy::Error),
+    Client(ClientError),
 }
 
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");

@@ -231,21 +231,19 @@ fn compile_upstream(
         &upstream_file.urls,
         &upstream_file.agent_runtime_arn,
     ) {
-        (Some(url), None, None) => {
-            let client = shared
-                .clients
-                .get(connect_timeout, upstream_file.http2.unwrap_or(false));
-            Upstream::replicas(&[parse(url)?], path, client, limits)
-        }
-        (None, Some(urls), None) => {
-            let urls = urls
-                .iter()
-                .map(|u| parse(u))
-                .collect::<Result<Vec<_>, _>>()?;
-            let client = shared
-                .clients
-                .get(connect_timeout, upstream_file.http2.unwrap_or(false));
-            Upstream::replicas(&urls, path, client, limits)
+        (Some(_), None, None) | (None, Some(_), None) => {
+            let urls = match (&upstream_file.url, &upstream_file.urls) {
+                (Some(url), _) => vec![parse(url)?],
+                (None, urls) => urls
+                    .iter()
+                    .flatten()
+                    .map(|u| parse(u))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let http2 = upstream_file.http2.unwrap_or(false);
+            let client = shared.clients.get(connect_timeout, http2);
+            let pools = (!http2).then_some((&shared.clients, connect_timeout));
+            Upstream::replicas(&urls, path, client, pools, limits)
         }
         (None, None, Some(arn)) => {
             let region = upstream_file

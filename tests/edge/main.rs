@@ -20,6 +20,7 @@ mod load;
 mod mcp;
 mod mcp_policy;
 mod outbound;
+mod pool;
 mod quotas;
 mod quotas_redis;
 mod reload;
