@@ -3,7 +3,9 @@
 # 2-core machine is not. Each binary serves a plain HTTP route (authorizerType NONE, the proxy's
 # own cost) in front of nginx; `hey` sends N and then 2N requests on one keep-alive connection
 # to a fresh process under callgrind, and (Ir(2N) - Ir(N)) / N is the cost of one request,
-# start-up and shutdown cancelled out.
+# start-up and shutdown cancelled out. The same difference of the calls into mimalloc's
+# allocation entry points (`mi_malloc_aligned`, `mi_zalloc_aligned`, `mi_realloc_aligned`:
+# what Rust's global allocator calls) is the heap allocations per request.
 #
 #   bench/callgrind.sh BINARY [BINARY...]        # e.g. a build of main and one of a branch
 #   N=2000 bench/callgrind.sh ...
@@ -46,11 +48,29 @@ run() { # binary requests -> total Ir
     http://127.0.0.1:18301/runtimes/plain/invocations >"$work/hey.out"
   grep -q '\[200\]' "$work/hey.out" || { cat "$work/hey.out" >&2; exit 1; }
   kill -INT $pid; wait $pid || true
-  grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
+  echo "$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}') $(allocations "$out")"
+}
+
+allocations() { # callgrind output -> calls into the allocator's entry points
+  python3 - "$1" <<'PY'
+import re, sys
+names, total, target = {}, 0, False
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?", line)
+    if m:
+        if m.group(3):
+            names[m.group(2)] = m.group(3).strip()
+        target = m.group(1) == "c" and re.fullmatch(
+            r"mi_(malloc|zalloc|realloc)_aligned", names.get(m.group(2), "")) is not None
+    elif line.startswith("calls=") and target:
+        total += int(line[6:].split()[0])
+        target = False
+print(total)
+PY
 }
 
 for bin in "$@"; do
-  one=$(run "$bin" "$N")
-  two=$(run "$bin" $((2 * N)))
-  echo "$bin: $(( (two - one) / N )) instructions per request (Ir $one for $N, $two for $((2 * N)))"
+  read -r one one_allocs < <(run "$bin" "$N")
+  read -r two two_allocs < <(run "$bin" $((2 * N)))
+  echo "$bin: $(( (two - one) / N )) instructions and $(( (two_allocs - one_allocs) / N )).$(( (two_allocs - one_allocs) * 10 / N % 10 )) allocations per request (Ir $one for $N, $two for $((2 * N)))"
 done
