@@ -169,8 +169,8 @@ impl HeaderPolicy {
         }
         let session = session.as_ref().and_then(|v| v.to_str().ok());
         let baggage = self.baggage(client, session, principal);
-        if let Ok(value) = HeaderValue::from_str(&baggage)
-            && !baggage.is_empty()
+        if !baggage.is_empty()
+            && let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(baggage))
         {
             out.insert(BAGGAGE.clone(), value);
         }
@@ -231,23 +231,22 @@ impl HeaderPolicy {
         session: Option<&str>,
         principal: Option<&Principal>,
     ) -> String {
-        let mut ours: Vec<(&str, String)> = Vec::new();
+        let mut out = String::with_capacity(session.map_or(0, |s| s.len() + 12));
+        let mut entries = 0;
+        // Written straight into `out` (no list, no `format!`): this runs on every request.
         if let Some(session) = session {
-            ours.push(("session.id", session.to_owned()));
+            push_encoded(&mut out, &mut entries, "session.id", session);
         }
+        let mut claims: Vec<&str> = Vec::new();
         if let Some(principal) = principal {
             for (key, claim) in &self.claim_baggage {
                 if let Some(value) = principal.claims.render(claim) {
-                    ours.push((key, value));
+                    push_encoded(&mut out, &mut entries, key, &value);
+                    claims.push(key);
                 }
             }
         }
-        let mut out = String::new();
-        let mut entries = 0;
-        for (key, value) in &ours {
-            let member = format!("{key}={}", utf8_percent_encode(value, BAGGAGE_VALUE));
-            push_member(&mut out, &mut entries, &member);
-        }
+        let ours = |key: &str| (session.is_some() && key == "session.id") || claims.contains(&key);
         for value in client.get_all(&BAGGAGE) {
             let Ok(text) = value.to_str() else { continue };
             for member in text.split(',') {
@@ -256,16 +255,29 @@ impl HeaderPolicy {
                     continue;
                 };
                 let key = key.trim();
-                if key.is_empty()
-                    || !key.bytes().all(is_token_char)
-                    || ours.iter().any(|(k, _)| *k == key)
-                {
+                if key.is_empty() || !key.bytes().all(is_token_char) || ours(key) {
                     continue;
                 }
                 push_member(&mut out, &mut entries, member);
             }
         }
         out
+    }
+}
+
+/// Appends `key=value` (the value percent-encoded) unless it would pass the limits.
+fn push_encoded(out: &mut String, entries: &mut usize, key: &str, value: &str) {
+    let start = out.len();
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(key);
+    out.push('=');
+    out.extend(utf8_percent_encode(value, BAGGAGE_VALUE));
+    if *entries >= BAGGAGE_MAX_ENTRIES || out.len() > BAGGAGE_MAX_BYTES {
+        out.truncate(start);
+    } else {
+        *entries += 1;
     }
 }
 

@@ -36,17 +36,39 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .map(str::trim)
+        // The usual value names a header on the list anyway: no allocation for it.
+        .filter(|token| !token.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|token| HeaderName::try_from(token).ok())
         .collect()
 }
 
 /// Removes the hop-by-hop headers and those `Connection` names.
 pub(crate) fn strip(headers: &mut HeaderMap) {
-    for name in connection_tokens(headers) {
-        headers.remove(name);
+    // One pass over the names present (the standard ones compare by their enum), then only
+    // those are removed: each removal hashes its name, and a typical response carries one
+    // hop-by-hop header (`Connection: keep-alive`), not nine.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    // `Connection` is first on the list: what it names goes too.
+    if present & 1 != 0 {
+        for name in connection_tokens(headers) {
+            if !HOP_BY_HOP.contains(&name) {
+                headers.remove(name);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -75,5 +97,17 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
         assert!(is_hop_by_hop("Proxy-Foo") && is_hop_by_hop("TE") && !is_hop_by_hop("Accept"));
+
+        // What nginx sends: only `Connection` goes.
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("content-length", "2"),
+            ("upgrade", "h2c"),
+        ]);
+        strip(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["content-length"]);
+        let mut none = headers(&[("content-type", "text/plain")]);
+        strip(&mut none);
+        assert_eq!(none.len(), 1);
     }
 }

@@ -146,11 +146,8 @@ impl Upstream {
             .map(|url| {
                 let mut replica = Replica::new(url, path, None)?;
                 if let Some((clients, connect_timeout)) = pools {
-                    replica.pool = Some(clients.pool(
-                        &replica.scheme,
-                        &replica.authority,
-                        connect_timeout,
-                    )?);
+                    replica.pool =
+                        Some(clients.pool(&replica.scheme, &replica.authority, connect_timeout)?);
                 }
                 Ok(replica)
             })
