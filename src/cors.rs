@@ -13,12 +13,11 @@
 //! forwarded to the upstream that would otherwise check it. The allowed origin is echoed (never `*`), with `Vary: Origin`.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::{Either, Ready, ready};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
@@ -180,7 +179,8 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+    /// The inner service's future itself on the common path: no box, no move of it.
+    type Future = Either<S::Future, Ready<Result<Self::Response, ProxyError>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))
@@ -204,13 +204,13 @@ where
                 .get::<Arc<RequestRecord>>()
                 .is_some_and(|record| is_own_origin(record, origin))
         {
-            return Box::pin(async { Err(ProxyError::OriginNotAllowed) });
+            return Either::Right(ready(Err(ProxyError::OriginNotAllowed)));
         }
         let (Some(policy), Some(origin)) = (policy, origin) else {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         };
         if !policy.allows(&origin) {
-            return Box::pin(async { Err(ProxyError::OriginNotAllowed) });
+            return Either::Right(ready(Err(ProxyError::OriginNotAllowed)));
         }
         if let Some(record) = request.extensions().get::<Arc<RequestRecord>>() {
             record.set_cors(origin, policy.clone());
@@ -221,9 +221,9 @@ where
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if preflight {
             let response = policy.preflight(request.headers());
-            return Box::pin(async move { Ok(response) });
+            return Either::Right(ready(Ok(response)));
         }
-        Box::pin(self.inner.call(request))
+        Either::Left(self.inner.call(request))
     }
 }
 
