@@ -14,6 +14,11 @@
 #   18090 gh-hot     verified-token cache on  (route `/` → nginx, clients bench-client-1/2, scope invoke)
 #   18091 gh-nocache verified-token cache off (every request verifies the signature)
 #   18092 gh-plain   same proxy, authorizerType NONE (the proxy's own cost)
+# and, beyond one core (both cores, sharing core 1 with the load generator — read the core
+# busy columns), `serve --threads 2` against HAProxy `nbthread 2` (a second HAProxy process):
+#   18093 gh-plain-t2  the plain proxy, two worker threads
+#   18094 gh-hot-t2    the hot-token route, two worker threads
+#   18095 haproxy-t2   HAProxy plain and (18096) jwt_verify RS256, nbthread 2
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED_BENCH:-$here/../shared/bench}
@@ -70,6 +75,11 @@ YAML
 config 18090 100000 jwt > run/gh-hot.yaml
 config 18091 0 jwt > run/gh-nocache.yaml
 config 18092 100000 none > run/gh-plain.yaml
+config 18093 100000 none > run/gh-plain-t2.yaml
+config 18094 100000 jwt > run/gh-hot-t2.yaml
+# HAProxy with two threads: the harness's own frontends on other ports.
+sed -e 's/nbthread 1/nbthread 2/' -e 's/:18081/:18095/' -e 's/:18082/:18096/' -e 's/:18083/:18097/' \
+  conf/haproxy.cfg > run/haproxy-t2.cfg
 
 cat >> cases.tsv <<'TSV'
 g_gh_plain            18092  rs256      run/gh-plain.pid       gatehouse, authorizerType NONE
@@ -77,6 +87,10 @@ g_gh_rs256            18090  rs256      run/gh-hot.pid         gatehouse RS256, 
 g_gh_rs256_rot        18090  rs256_rot  run/gh-hot.pid         same, rotating 1000 distinct tokens (each cached once)
 g_gh_rs256_nocache    18091  rs256      run/gh-nocache.pid     gatehouse RS256, cache off (every request verified)
 g_gh_es256_nocache    18091  es256      run/gh-nocache.pid     gatehouse ES256, cache off (every request verified)
+t_haproxy_plain_t2    18095  rs256      run/haproxy-t2.pid     HAProxy plain, nbthread 2 on both cores
+t_haproxy_rs256_t2    18096  rs256      run/haproxy-t2.pid     HAProxy jwt_verify RS256, nbthread 2 on both cores
+t_gh_plain_t2         18093  rs256      run/gh-plain-t2.pid    gatehouse NONE, --threads 2 on both cores
+t_gh_rs256_t2         18094  rs256      run/gh-hot-t2.pid      gatehouse RS256 hot token, --threads 2 on both cores
 TSV
 
 cleanup() { ./peers.sh stop >/dev/null 2>&1 || true; }
@@ -89,7 +103,19 @@ for p in gh-hot:18090 gh-nocache:18091 gh-plain:18092; do
   name=${p%%:*}; port=${p##*:}
   ./peers.sh start-custom "$name" "$port" -- "$bin" serve --config "run/$name.yaml" --threads 1
 done
-./verify.sh 18090:rs256 18090:es256 18091:rs256 18091:es256 | tee run/verify.md
+# The two-thread cases span both cores (peers.sh pins to one).
+taskset -c 0,1 haproxy -f run/haproxy-t2.cfg -db > run/haproxy-t2.out 2>&1 &
+echo $! > run/haproxy-t2.pid
+for name in gh-plain-t2 gh-hot-t2; do
+  taskset -c 0,1 "$bin" serve --config "run/$name.yaml" --threads 2 > "run/$name.out" 2>&1 &
+  echo $! > "run/$name.pid"
+done
+stop_t2() { for f in run/haproxy-t2.pid run/gh-plain-t2.pid run/gh-hot-t2.pid; do kill "$(cat "$f")" 2>/dev/null || true; done; }
+trap 'stop_t2; cleanup' EXIT
+for port in 18095 18093 18094; do
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+./verify.sh 18090:rs256 18090:es256 18091:rs256 18091:es256 18094:rs256 | tee run/verify.md
 [ "${VERIFY_ONLY:-0}" = 1 ] && exit 0
 raw=$(./run_bench.sh | tail -1)
 python3 summarize.py "$raw" > "$here/.bench/results.md"
