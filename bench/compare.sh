@@ -6,6 +6,7 @@
 #   bench/compare.sh                 # verify, then the whole matrix (~25 min)
 #   CASES="a_direct c_haproxy_rs256 g_gh_rs256" bench/compare.sh   # a subset
 #   VERIFY_ONLY=1 bench/compare.sh   # start everything, run verify.sh, stop
+#   GATEHOUSE_BIN=/tmp/gatehouse-x bench/compare.sh   # a given build instead of target/release
 #
 # Needs: haproxy nginx wrk hey bc (apt), python3 with pyjwt + cryptography (installed into
 # .bench/venv here). Everything listens on 127.0.0.1; every run is bounded by wrk/hey -d/-z.
@@ -36,8 +37,13 @@ if [ ! -x "$here/.bench/venv/bin/python" ]; then
 fi
 export PATH="$here/.bench/venv/bin:$PATH"
 
-(cd "$here" && cargo build --release --quiet)
-bin=$here/target/release/gatehouse
+# GATEHOUSE_BIN=path measures that binary instead of building target/release/gatehouse.
+if [ -n "${GATEHOUSE_BIN:-}" ]; then
+  bin=$(realpath "$GATEHOUSE_BIN")
+else
+  (cd "$here" && cargo build --release --quiet)
+  bin=$here/target/release/gatehouse
+fi
 
 rsync -a --delete --exclude gen --exclude run --exclude out "$shared/" "$work/"
 cd "$work"
