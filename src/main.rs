@@ -43,7 +43,8 @@ enum Command {
         /// Configuration file (YAML or JSON).
         #[arg(long, env = "GATEHOUSE_CONFIG")]
         config: PathBuf,
-        /// Worker threads (default: one per CPU). 1 runs everything on one thread.
+        /// Request threads (default: one per CPU), each serving the connections it accepts on
+        /// its own runtime. 1 runs everything on one thread.
         #[arg(long, env = "GATEHOUSE_THREADS")]
         threads: Option<usize>,
     },
@@ -89,9 +90,12 @@ fn main() -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     });
     let result = match cli.command {
-        Command::Serve { config, threads } => {
-            runtime(threads).and_then(|rt| rt.block_on(serve(&config)))
-        }
+        Command::Serve { config, threads } => serve_threads(threads).and_then(|workers| {
+            // One request thread: everything on one single-threaded runtime. More: each
+            // request thread runs its own (server.rs), and this one keeps the rest
+            // (signals, reloads, key refreshes, the admin listener).
+            runtime(Some(1)).and_then(|rt| rt.block_on(serve(&config, workers)))
+        }),
         Command::Validate { config, online } => validate(&config, online),
         Command::Dev {
             port,
@@ -160,9 +164,19 @@ fn load(path: &Path) -> Result<config::Loaded, String> {
     }
 }
 
-async fn serve(path: &Path) -> Result<ExitCode, String> {
+/// `--threads`: request threads, by default one per CPU.
+fn serve_threads(threads: Option<usize>) -> Result<usize, String> {
+    match threads {
+        Some(0) => Err("--threads must be at least 1".into()),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+    }
+}
+
+async fn serve(path: &Path, workers: usize) -> Result<ExitCode, String> {
     let loaded = load(path)?;
-    let (app, startup) = App::new(&loaded.config, &loaded.base_dir, None)?;
+    let (app, mut startup) = App::new(&loaded.config, &loaded.base_dir, None)?;
+    startup.workers = workers;
     let listeners = Listeners::bind(&startup).await?;
     tracing::info!(
         listen = ?listeners.public_addrs(),

@@ -50,6 +50,9 @@ pub struct Startup {
     pub shutdown_grace: Duration,
     pub watch_config: bool,
     pub token_cache_entries: u64,
+    /// Request threads (`serve --threads`): 1 serves on the caller's runtime; more start that
+    /// many threads, each with its own single-threaded runtime (see `server`).
+    pub workers: usize,
 }
 
 /// Request limits (SPEC §3 `limits`).
@@ -294,6 +297,7 @@ fn startup(file: &FileConfig, base_dir: &Path, top_jwt: &JwtFile) -> Result<Star
             .verified_token_cache
             .as_ref()
             .map_or(defaults::VERIFIED_TOKEN_CACHE_ENTRIES, |c| c.max_entries),
+        workers: 1,
     })
 }
 

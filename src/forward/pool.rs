@@ -7,12 +7,17 @@
 //! or a pop; a connection goes back when the response body has been read to its end (the
 //! [`Checkin`] rides on the body), and a response dropped early closes its connection.
 //!
+//! Each request thread (`serve --threads N`, [`set_worker`]) has its own idle list: a
+//! connection's task runs on the thread that opened it, and a connection only ever goes back
+//! to, and out of, that thread's list, so an exchange never wakes another thread.
+//!
 //! The rules hyper-util's pool kept, kept: a connection idle for [`POOL_IDLE_TIMEOUT`] is
 //! never reused (below the 5 s at which common agent servers close idle connections: reusing
 //! one the server is closing at that moment fails a request that was already written), and a
 //! request the pool could not even hand to a reused connection (closed before the write) is
 //! retried on another. Pools are kept across reloads by [`super::client::UpstreamClients`].
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,8 +35,20 @@ use tower::ServiceExt as _;
 use super::client::{OutboundBody, POOL_IDLE_TIMEOUT};
 use crate::body::BoxError;
 
-/// Idle connections kept per origin; more are closed when they come back.
+/// Idle connections kept per origin and worker; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
+/// Idle lists per pool: one per request thread (index modulo this), the caller's runtime
+/// threads sharing the first.
+const SHARDS: usize = 8;
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Called on request thread `index` (from 1): its pooled connections stay its own.
+pub(crate) fn set_worker(index: usize) {
+    SHARD.with(|shard| shard.set(index % SHARDS));
+}
 
 /// The keep-alive connections to one origin (`scheme://authority`).
 pub(crate) struct Pool {
@@ -40,8 +57,9 @@ pub(crate) struct Pool {
     /// the scheme's default.
     host: HeaderValue,
     connector: HttpsConnector<HttpConnector>,
-    /// Newest last: a pop reuses the warmest connection, and stale ones sit at the front.
-    idle: Mutex<Vec<Idle>>,
+    /// Per worker, newest last: a pop reuses the warmest connection, and stale ones sit at
+    /// the front.
+    idle: [Mutex<Vec<Idle>>; SHARDS],
     reaping: AtomicBool,
 }
 
@@ -54,7 +72,14 @@ impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
             .field("origin", &self.origin)
-            .field("idle", &self.idle.lock().map(|i| i.len()).unwrap_or(0))
+            .field(
+                "idle",
+                &self
+                    .idle
+                    .iter()
+                    .map(|i| i.lock().map(|i| i.len()).unwrap_or(0))
+                    .sum::<usize>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -132,7 +157,7 @@ impl Pool {
             origin,
             host,
             connector,
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             reaping: AtomicBool::new(false),
         })
     }
@@ -193,8 +218,13 @@ impl Pool {
         Ok(sender)
     }
 
+    /// This thread's idle list.
+    fn idle(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[SHARD.with(Cell::get)]
+    }
+
     fn take(&self) -> Option<SendRequest<OutboundBody>> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle().lock().ok()?;
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < POOL_IDLE_TIMEOUT && !entry.sender.is_closed() {
                 return Some(entry.sender);
@@ -208,7 +238,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let Ok(mut idle) = self.idle.lock() else {
+        let Ok(mut idle) = self.idle().lock() else {
             return;
         };
         drop_stale(&mut idle, now);
@@ -239,8 +269,10 @@ fn spawn_reaper(pool: Weak<Pool>) {
         loop {
             tick.tick().await;
             let Some(pool) = pool.upgrade() else { return };
-            if let Ok(mut idle) = pool.idle.lock() {
-                drop_stale(&mut idle, Instant::now());
+            for idle in &pool.idle {
+                if let Ok(mut idle) = idle.lock() {
+                    drop_stale(&mut idle, Instant::now());
+                }
             }
         }
     });

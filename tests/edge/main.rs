@@ -32,3 +32,4 @@ mod streams;
 mod support;
 mod surface;
 mod telemetry;
+mod threads;

@@ -596,6 +596,17 @@ pub async fn start_binary_with(
     top: &str,
     routes_yaml: &str,
 ) -> Binary {
+    start_binary_env(issuer, agent, top, routes_yaml, &[]).await
+}
+
+/// [`start_binary_with`], with environment variables for the process.
+pub async fn start_binary_env(
+    issuer: &TestIssuer,
+    agent: &EchoAgent,
+    top: &str,
+    routes_yaml: &str,
+    env: &[(&str, &str)],
+) -> Binary {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin_port) = (free_port(), free_port());
     let yaml = format!(
@@ -609,6 +620,7 @@ pub async fn start_binary_with(
     let child = std::process::Command::new(gatehouse_bin())
         .args(["serve", "--config"])
         .arg(&path)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .spawn()
