@@ -9,7 +9,9 @@
 //! list response; after that one, frames pass straight through, unparsed. A response too large
 //! to check ends with an error rather than unfiltered.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +19,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -93,109 +95,248 @@ impl fmt::Debug for ListFilter {
     }
 }
 
-/// An object's members in order, values raw.
-struct Members(Vec<(String, Box<RawValue>)>);
+/// A JSON string, borrowed from the message when it has no escapes (as most keys and names).
+struct Text<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Members {
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members;
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        de.deserialize_str(V(PhantomData))
+    }
+}
+
+/// An object's members in order (duplicates kept), values raw.
+struct Members<'a>(Vec<(Text<'a>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
                 let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    out.push((k, v));
+                while let Some(member) = map.next_entry::<Text<'a>, &'a RawValue>()? {
+                    out.push(member);
                 }
                 Ok(Members(out))
             }
         }
-        de.deserialize_map(V)
+        de.deserialize_map(V(PhantomData))
     }
 }
 
-impl Members {
-    fn write(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            // A String always serializes.
-            let _ = serde_json::to_writer(&mut *out, k);
-            out.push(b':');
-            out.extend_from_slice(v.get().as_bytes());
-        }
-        out.push(b'}');
+/// A response taken apart as far as the rewrite needs: the top-level members, `result`'s
+/// members and the entries of its list member; everything else is raw bytes of the message.
+struct Response<'a>(Vec<(Text<'a>, Top<'a>)>);
+
+enum Top<'a> {
+    Raw(&'a RawValue),
+    /// A `result` object.
+    Result(Vec<(Text<'a>, Member<'a>)>),
+}
+
+enum Member<'a> {
+    Raw(&'a RawValue),
+    /// The list member (`tools`, ...) of `result`, an array.
+    List(Vec<&'a RawValue>),
+}
+
+/// Reads a [`Response`] in one pass when `result` is an object and its list member an array
+/// (any other shape fails, and [`ListFilter::parse`] takes the general way).
+struct ResponseSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for ResponseSeed {
+    type Value = Response<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Response<'de>, D::Error> {
+        de.deserialize_map(self)
     }
+}
+
+impl<'de> Visitor<'de> for ResponseSeed {
+    type Value = Response<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC response")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Response<'de>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let value = if key.0 == "result" {
+                Top::Result(map.next_value_seed(ResultSeed(self.0))?)
+            } else {
+                Top::Raw(map.next_value()?)
+            };
+            out.push((key, value));
+        }
+        Ok(Response(out))
+    }
+}
+
+/// `result`, with its list member (named by the seed) as an array of raw entries.
+struct ResultSeed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for ResultSeed {
+    type Value = Vec<(Text<'de>, Member<'de>)>;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResultSeed {
+    type Value = Vec<(Text<'de>, Member<'de>)>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a result object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let value = if key.0 == self.0 {
+                Member::List(map.next_value()?)
+            } else {
+                Member::Raw(map.next_value()?)
+            };
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+}
+
+fn write_key(out: &mut Vec<u8>, key: &Text<'_>) {
+    // A str always serializes, and a Vec takes every write.
+    let _ = serde_json::to_writer(&mut *out, &*key.0);
+    out.push(b':');
 }
 
 impl ListFilter {
     /// The rewritten message when `message` is the list response (also when nothing was
     /// removed); `None` when it is another message.
+    ///
+    /// The rewrite is the message's members written compactly, in order, keys re-escaped as
+    /// serde_json writes them, values as they came, except that `result`'s list member keeps
+    /// only the entries the caller may use (each with its bytes as sent).
     pub fn rewrite(&self, message: &[u8]) -> Option<Vec<u8>> {
-        let mut top: Members = serde_json::from_slice(message).ok()?;
-        let is_ours = top.0.iter().any(|(k, v)| {
-            k == "id" && serde_json::from_str::<Value>(v.get()).ok().as_ref() == Some(&self.id)
+        let response = self.parse(message)?;
+        let is_ours = response.0.iter().any(|(key, value)| {
+            key.0 == "id"
+                && matches!(value, Top::Raw(raw)
+                    if serde_json::from_str::<Value>(raw.get()).ok().as_ref() == Some(&self.id))
         });
         if !is_ours {
             return None;
         }
-        for (key, value) in &mut top.0 {
-            if key != "result" {
-                continue;
+        let mut out = Vec::with_capacity(message.len());
+        out.push(b'{');
+        for (i, (key, value)) in response.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            let Ok(mut result) = serde_json::from_str::<Members>(value.get()) else {
-                continue;
-            };
-            for (member, entries) in &mut result.0 {
-                if member != self.kind.member() {
-                    continue;
-                }
-                let Ok(list) = serde_json::from_str::<Vec<Box<RawValue>>>(entries.get()) else {
-                    continue;
-                };
-                let kept: Vec<Box<RawValue>> = list
-                    .into_iter()
-                    .filter(|entry| self.keeps_entry(entry))
-                    .collect();
-                if let Ok(json) = serde_json::to_string(&kept)
-                    && let Ok(raw) = RawValue::from_string(json)
-                {
-                    *entries = raw;
-                }
-            }
-            let mut bytes = Vec::new();
-            result.write(&mut bytes);
-            if let Ok(raw) = String::from_utf8(bytes).map(RawValue::from_string)
-                && let Ok(raw) = raw
-            {
-                *value = raw;
+            write_key(&mut out, key);
+            match value {
+                Top::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Top::Result(members) => self.write_result(members, &mut out),
             }
         }
-        let mut out = Vec::with_capacity(message.len());
-        top.write(&mut out);
+        out.push(b'}');
         Some(out)
+    }
+
+    fn write_result(&self, members: &[(Text<'_>, Member<'_>)], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, value)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(out, key);
+            match value {
+                Member::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Member::List(entries) => {
+                    out.push(b'[');
+                    let mut first = true;
+                    for entry in entries.iter().filter(|entry| self.keeps_entry(entry)) {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.extend_from_slice(entry.get().as_bytes());
+                    }
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// The message taken apart: in one pass when it has the usual shape; otherwise member by
+    /// member, where a `result` that is not an object, or a list member that is not an array,
+    /// stays raw. `None` when the message is not a JSON object.
+    fn parse<'a>(&self, message: &'a [u8]) -> Option<Response<'a>> {
+        let member = self.kind.member();
+        let mut de = serde_json::Deserializer::from_slice(message);
+        if let Ok(response) = ResponseSeed(member).deserialize(&mut de)
+            && de.end().is_ok()
+        {
+            return Some(response);
+        }
+        let top: Members<'a> = serde_json::from_slice(message).ok()?;
+        let members = top.0.into_iter().map(|(key, raw)| {
+            let result = (key.0 == "result")
+                .then(|| serde_json::from_str::<Members<'a>>(raw.get()).ok())
+                .flatten();
+            let value = match result {
+                Some(result) => Top::Result(
+                    result
+                        .0
+                        .into_iter()
+                        .map(|(name, raw)| {
+                            let list = (name.0 == member)
+                                .then(|| serde_json::from_str(raw.get()).ok())
+                                .flatten();
+                            (name, list.map_or(Member::Raw(raw), Member::List))
+                        })
+                        .collect(),
+                ),
+                None => Top::Raw(raw),
+            };
+            (key, value)
+        });
+        Some(Response(members.collect()))
     }
 
     /// An entry stays when its name is allowed; an entry without a readable name goes (the
     /// caller could not call it by a name the rules have seen).
     fn keeps_entry(&self, entry: &RawValue) -> bool {
         #[derive(Deserialize)]
-        struct Named {
-            name: Option<String>,
-            uri: Option<String>,
+        struct Named<'a> {
+            #[serde(borrow)]
+            name: Option<Text<'a>>,
+            #[serde(borrow)]
+            uri: Option<Text<'a>>,
         }
-        let Ok(named) = serde_json::from_str::<Named>(entry.get()) else {
+        let Ok(named) = serde_json::from_str::<Named<'_>>(entry.get()) else {
             return false;
         };
         let name = match self.kind.key() {
             "uri" => named.uri,
             _ => named.name,
         };
-        name.is_some_and(|n| self.keep.keeps(self.kind, &n))
+        name.is_some_and(|n| self.keep.keeps(self.kind, &n.0))
     }
 
     /// Wraps a response body: JSON or SSE (by the response's content type); anything else is
