@@ -103,10 +103,10 @@ fn call() -> Bytes {
     )
 }
 
-fn list(n: usize) -> Bytes {
+fn list(n: usize, name: impl Fn(usize) -> String) -> Bytes {
     let tools: Vec<_> = (0..n)
         .map(|i| {
-            let name = if i % 2 == 0 { format!("billing_{i}") } else { format!("team3_{i}") };
+            let name = name(i);
             json!({"name": name, "description": "A tool that does something useful.", "inputSchema": {"type":"object","properties":{"a":{"type":"string"}}}})
         })
         .collect();
@@ -147,10 +147,20 @@ fn mcp(c: &mut Criterion) {
     decide(c, "mcp/read+10_rules", &rules());
     decide(c, "mcp/read+cedar_20_policies", &cedar());
 
-    let tools = list(100);
-    for (name, policy) in [
-        ("mcp/filter_100_tools/rules", rules()),
-        ("mcp/filter_100_tools/cedar", cedar()),
+    // Half the tools allowed by the rules; none named by a Cedar policy (denied unevaluated).
+    let tools = list(100, |i| {
+        if i % 2 == 0 { format!("billing_{i}") } else { format!("team3_{i}") }
+    });
+    // Every tool named by a Cedar policy, so each is evaluated (partially): half are
+    // `billing_refund` (permitted depending on `context.input`: kept), half `team{k}_tool`
+    // (the scope lacks `team{k}`: dropped).
+    let named = list(100, |i| {
+        if i % 2 == 0 { "billing_refund".into() } else { format!("team{}_tool", i % 19) }
+    });
+    for (name, policy, tools) in [
+        ("mcp/filter_100_tools/rules", rules(), &tools),
+        ("mcp/filter_100_tools/cedar", cedar(), &tools),
+        ("mcp/filter_100_tools/cedar_all_named", cedar(), &named),
     ] {
         let policy = Arc::new(policy);
         let claims = claims();
@@ -161,9 +171,9 @@ fn mcp(c: &mut Criterion) {
             id: json!(2),
             keep: Arc::new(CallerLists::new(policy.clone(), claims.clone())),
         };
-        assert!(filter().rewrite(&tools).unwrap().len() < tools.len());
+        assert!(filter().rewrite(tools).unwrap().len() < tools.len());
         c.bench_function(name, |b| {
-            b.iter(|| black_box(filter().rewrite(black_box(&tools))))
+            b.iter(|| black_box(filter().rewrite(black_box(tools))))
         });
     }
 }

@@ -9,9 +9,7 @@
 //! list response; after that one, frames pass straight through, unparsed. A response too large
 //! to check ends with an error rather than unfiltered.
 
-use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,11 +17,15 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use self::json::{Member, Members, Response, ResponseSeed, Text, Top, write_key};
 use crate::body::BoxError;
+
+#[path = "filter_json.rs"]
+mod json;
 
 /// A list response (or one SSE event) larger than this is not rewritten: the body fails.
 pub const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
@@ -93,135 +95,6 @@ impl fmt::Debug for ListFilter {
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
-}
-
-/// A JSON string, borrowed from the message when it has no escapes (as most keys and names).
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(s)))
-            }
-        }
-        de.deserialize_str(V(PhantomData))
-    }
-}
-
-/// An object's members in order (duplicates kept), values raw.
-struct Members<'a>(Vec<(Text<'a>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(member) = map.next_entry::<Text<'a>, &'a RawValue>()? {
-                    out.push(member);
-                }
-                Ok(Members(out))
-            }
-        }
-        de.deserialize_map(V(PhantomData))
-    }
-}
-
-/// A response taken apart as far as the rewrite needs: the top-level members, `result`'s
-/// members and the entries of its list member; everything else is raw bytes of the message.
-struct Response<'a>(Vec<(Text<'a>, Top<'a>)>);
-
-enum Top<'a> {
-    Raw(&'a RawValue),
-    /// A `result` object.
-    Result(Vec<(Text<'a>, Member<'a>)>),
-}
-
-enum Member<'a> {
-    Raw(&'a RawValue),
-    /// The list member (`tools`, ...) of `result`, an array.
-    List(Vec<&'a RawValue>),
-}
-
-/// Reads a [`Response`] in one pass when `result` is an object and its list member an array
-/// (any other shape fails, and [`ListFilter::parse`] takes the general way).
-struct ResponseSeed(&'static str);
-
-impl<'de> DeserializeSeed<'de> for ResponseSeed {
-    type Value = Response<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Response<'de>, D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ResponseSeed {
-    type Value = Response<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON-RPC response")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Response<'de>, A::Error> {
-        let mut out = Vec::new();
-        while let Some(key) = map.next_key::<Text<'de>>()? {
-            let value = if key.0 == "result" {
-                Top::Result(map.next_value_seed(ResultSeed(self.0))?)
-            } else {
-                Top::Raw(map.next_value()?)
-            };
-            out.push((key, value));
-        }
-        Ok(Response(out))
-    }
-}
-
-/// `result`, with its list member (named by the seed) as an array of raw entries.
-struct ResultSeed(&'static str);
-
-impl<'de> DeserializeSeed<'de> for ResultSeed {
-    type Value = Vec<(Text<'de>, Member<'de>)>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ResultSeed {
-    type Value = Vec<(Text<'de>, Member<'de>)>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a result object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(key) = map.next_key::<Text<'de>>()? {
-            let value = if key.0 == self.0 {
-                Member::List(map.next_value()?)
-            } else {
-                Member::Raw(map.next_value()?)
-            };
-            out.push((key, value));
-        }
-        Ok(out)
-    }
-}
-
-fn write_key(out: &mut Vec<u8>, key: &Text<'_>) {
-    // A str always serializes, and a Vec takes every write.
-    let _ = serde_json::to_writer(&mut *out, &*key.0);
-    out.push(b':');
 }
 
 impl ListFilter {

@@ -2,6 +2,7 @@
 
 use super::*;
 use http_body_util::BodyExt;
+use serde::de::{Deserializer, MapAccess, Visitor};
 
 struct Prefix(&'static str);
 impl Keep for Prefix {
