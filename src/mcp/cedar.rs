@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
@@ -151,9 +151,16 @@ impl CedarPolicy {
         self.by_action.get(action).unwrap_or(&self.any_action)
     }
 
-    /// The principal of `claims`' requests; build it once and pass it to
-    /// [`Self::never_allows`] for every tool of a list.
-    pub fn principal(&self, claims: &Claims) -> Option<CedarPrincipal> {
+    /// The principal of `claims`' requests, built once per claims (see [`PrincipalMemo`]).
+    fn principal<'c>(&self, claims: &'c Claims) -> Option<&'c CedarPrincipal> {
+        claims
+            .cedar
+            .0
+            .get_or_init(|| self.build_principal(claims))
+            .as_ref()
+    }
+
+    fn build_principal(&self, claims: &Claims) -> Option<CedarPrincipal> {
         let sub = claims.sub.as_deref().unwrap_or_default();
         let uid = EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(sub));
         let tags = claims.all.keys().filter_map(|name| {
@@ -197,7 +204,7 @@ impl CedarPolicy {
         let action = self.action(tool);
         let policies = self.applicable(&action);
         let Ok(request) = Request::new(
-            principal.uid,
+            principal.uid.clone(),
             action,
             self.resource.clone(),
             context,
@@ -222,19 +229,19 @@ impl CedarPolicy {
         }
     }
 
-    /// Whether the caller whose [`Self::principal`] this is (`None`: it could not be built)
-    /// is denied `tool` whatever the arguments (for list filtering): the policy set evaluated
-    /// with `context` unknown reaches Deny. A tool no policy can apply to is denied without
-    /// evaluation (Cedar's default deny, which is what evaluating no policies returns).
-    pub fn never_allows(&self, principal: Option<&CedarPrincipal>, tool: &str) -> bool {
-        let Some(principal) = principal else {
-            return true;
-        };
+    /// Whether this caller is denied `tool` whatever the arguments (for list filtering): the
+    /// policy set evaluated with `context` unknown reaches Deny. A tool no policy can apply
+    /// to is denied without evaluation (Cedar's default deny, which is what evaluating no
+    /// policies returns).
+    pub fn never_allows(&self, claims: &Claims, tool: &str) -> bool {
         let action = self.action(tool);
         let policies = self.applicable(&action);
         if policies.is_empty() {
             return true;
         }
+        let Some(principal) = self.principal(claims) else {
+            return true;
+        };
         let request = RequestBuilder::default()
             .principal(principal.uid.clone())
             .action(action)
@@ -249,9 +256,40 @@ impl CedarPolicy {
 
 /// A caller as Cedar sees it: `AgentCore::OAuthUser::"<sub>"` and the entity holding its tags.
 #[derive(Debug)]
-pub struct CedarPrincipal {
+struct CedarPrincipal {
     uid: EntityUid,
     entities: Entities,
+}
+
+/// The Cedar principal of one set of claims, built on first use and kept in the [`Claims`]:
+/// the verified-token cache shares one `Arc<Claims>` among every request with the token, so
+/// the entity, its tags and Cedar's transitive closure are computed once per token. It
+/// depends on the claims alone (the entity type is AgentCore's, the same on every route).
+#[derive(Default)]
+pub struct PrincipalMemo(OnceLock<Option<CedarPrincipal>>);
+
+/// A copy of the claims may be changed afterwards: it builds its own principal.
+impl Clone for PrincipalMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Derived from the claims, not part of what they say.
+impl PartialEq for PrincipalMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PrincipalMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "PrincipalMemo(built)"
+        } else {
+            "PrincipalMemo(empty)"
+        })
+    }
 }
 
 /// The policy sets of [`CedarPolicy::applicable`]: per action named in a scope, and for any

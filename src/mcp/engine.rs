@@ -7,10 +7,10 @@
 //! used for list filtering.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::McpMessage;
-use super::cedar::{CedarPolicy, CedarPrincipal, PolicyFileError};
+use super::cedar::{CedarPolicy, PolicyFileError};
 use super::filter::{Keep, ListKind};
 use super::rules::{Glob, Refusal, Rule, Rules, Verdict};
 use crate::auth::claims::Claims;
@@ -184,14 +184,7 @@ impl McpPolicy {
 
     /// Whether a list entry is hidden from this caller: the call it stands for is denied
     /// whatever its arguments (a missing scope included: the list follows the token).
-    /// `principal` holds the caller's Cedar principal, built on first use (once per list).
-    pub fn hides(
-        &self,
-        claims: &Claims,
-        principal: &OnceLock<Option<CedarPrincipal>>,
-        kind: ListKind,
-        name: &str,
-    ) -> bool {
+    pub fn hides(&self, claims: &Claims, kind: ListKind, name: &str) -> bool {
         match &self.decider {
             Decider::ReadOnly => false,
             Decider::Rules(rules) => rules
@@ -202,12 +195,7 @@ impl McpPolicy {
                 policy,
                 default_allow,
             } => match kind {
-                ListKind::Tools => policy.never_allows(
-                    principal
-                        .get_or_init(|| policy.principal(claims))
-                        .as_ref(),
-                    name,
-                ),
+                ListKind::Tools => policy.never_allows(claims, name),
                 ListKind::Prompts | ListKind::Resources => !default_allow,
             },
         }
@@ -229,26 +217,12 @@ pub fn show_policy_error(e: &PolicyFileError) -> String {
 /// The list filter's judge: one caller, one route's policy.
 #[derive(Debug)]
 pub struct CallerLists {
-    policy: Arc<McpPolicy>,
-    claims: Arc<Claims>,
-    /// The caller's Cedar principal, built for the first entry and used for all.
-    principal: OnceLock<Option<CedarPrincipal>>,
-}
-
-impl CallerLists {
-    pub fn new(policy: Arc<McpPolicy>, claims: Arc<Claims>) -> Self {
-        Self {
-            policy,
-            claims,
-            principal: OnceLock::new(),
-        }
-    }
+    pub policy: Arc<McpPolicy>,
+    pub claims: Arc<Claims>,
 }
 
 impl Keep for CallerLists {
     fn keeps(&self, kind: ListKind, name: &str) -> bool {
-        !self
-            .policy
-            .hides(&self.claims, &self.principal, kind, name)
+        !self.policy.hides(&self.claims, kind, name)
     }
 }
