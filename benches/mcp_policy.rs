@@ -177,10 +177,7 @@ fn mcp(c: &mut Criterion) {
         let filter = || ListFilter {
             kind: ListKind::Tools,
             id: json!(2),
-            keep: Arc::new(CallerLists {
-                policy: policy.clone(),
-                claims: claims.clone(),
-            }),
+            keep: Arc::new(CallerLists::new(policy.clone(), claims.clone())),
         };
         assert!(filter().rewrite(tools).unwrap().len() < tools.len());
         c.bench_function(name, |b| {

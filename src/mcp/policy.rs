@@ -255,10 +255,7 @@ fn list_filter(
     Some(ListFilter {
         kind,
         id,
-        keep: Arc::new(CallerLists {
-            policy: policy.clone(),
-            claims: claims.clone(),
-        }),
+        keep: Arc::new(CallerLists::new(policy.clone(), claims.clone())),
     })
 }
 
