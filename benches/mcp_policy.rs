@@ -157,13 +157,21 @@ fn mcp(c: &mut Criterion) {
 
     // Half the tools allowed by the rules; none named by a Cedar policy (denied unevaluated).
     let tools = list(100, |i| {
-        if i % 2 == 0 { format!("billing_{i}") } else { format!("team3_{i}") }
+        if i % 2 == 0 {
+            format!("billing_{i}")
+        } else {
+            format!("team3_{i}")
+        }
     });
     // Every tool named by a Cedar policy, so each is evaluated (partially): half are
     // `billing_refund` (permitted depending on `context.input`: kept), half `team{k}_tool`
     // (the scope lacks `team{k}`: dropped).
     let named = list(100, |i| {
-        if i % 2 == 0 { "billing_refund".into() } else { format!("team{}_tool", i % 19) }
+        if i % 2 == 0 {
+            "billing_refund".into()
+        } else {
+            format!("team{}_tool", i % 19)
+        }
     });
     for (name, policy, tools) in [
         ("mcp/filter_100_tools/rules", rules(), &tools),

@@ -89,9 +89,11 @@ fn applicable_policies_answer_as_the_whole_set() {
             r#"{"block":true,"n":9}"#,
             r#"{"nope":1,"n":9}"#,
         ] {
-            let context =
-                Context::from_pairs([("input".to_owned(), arguments_value(Some(&args(input))).unwrap())])
-                    .unwrap();
+            let context = Context::from_pairs([(
+                "input".to_owned(),
+                arguments_value(Some(&args(input))).unwrap(),
+            )])
+            .unwrap();
             let request = Request::new(
                 principal.uid.clone(),
                 p.action(tool),
@@ -101,7 +103,9 @@ fn applicable_policies_answer_as_the_whole_set() {
             )
             .unwrap();
             let answer = |set: &PolicySet| {
-                let r = p.authorizer.is_authorized(&request, set, &principal.entities);
+                let r = p
+                    .authorizer
+                    .is_authorized(&request, set, &principal.entities);
                 let mut reasons: Vec<String> =
                     r.diagnostics().reason().map(ToString::to_string).collect();
                 reasons.sort();
@@ -111,9 +115,17 @@ fn applicable_policies_answer_as_the_whole_set() {
                 (r.decision(), reasons, errors)
             };
             let whole = answer(&p.policies);
-            assert_eq!(answer(p.applicable(&p.action(tool))), whole, "{tool} {input}");
+            assert_eq!(
+                answer(p.applicable(&p.action(tool))),
+                whole,
+                "{tool} {input}"
+            );
             let verdict = p.decide(&caller, tool, Some(&args(input)));
-            assert_eq!(verdict.outcome.is_ok(), whole.0 == Decision::Allow, "{tool} {input}");
+            assert_eq!(
+                verdict.outcome.is_ok(),
+                whole.0 == Decision::Allow,
+                "{tool} {input}"
+            );
         }
         // Partial evaluation (list filtering) likewise.
         let request = RequestBuilder::default()

@@ -333,7 +333,14 @@ mod tests {
             claims(r#"{"sub":"u","scope":"read billing"}"#),
             claims(r#"{"sub":"u","client_id":"other"}"#),
         ];
-        let names = ["billing_refund", "admin_wipe", "get_weather", "", "x", "billing_"];
+        let names = [
+            "billing_refund",
+            "admin_wipe",
+            "get_weather",
+            "",
+            "x",
+            "billing_",
+        ];
         for default_allow in [false, true] {
             r.default_allow = default_allow;
             for caller in &callers {
