@@ -9,6 +9,12 @@
 #
 #   bench/callgrind.sh BINARY [BINARY...]        # e.g. a build of main and one of a branch
 #   N=2000 bench/callgrind.sh ...
+#   ROUTE=mcp bench/callgrind.sh ...             # an MCP route without `mcp` policy instead:
+#                                                # hey POSTs a JSON-RPC tools/call to /mcp
+#
+# ROUTE=mcp uses only keys every build since MCP routes has accepted (protocol, path), so a
+# binary from before the MCP policy phase (SPEC §11) runs the same config: the A/B shows what
+# that phase costs a route that has no `mcp` block (its body should stream as before).
 #
 # Build both binaries with the same profile (e.g. release, or
 # CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 for a quicker build).
@@ -30,13 +36,30 @@ http {
 }
 NGINX
 nginx -c "$work/nginx.conf"
+case ${ROUTE:-plain} in
+plain)
+    route='  - name: plain
+    authorizerType: NONE
+    upstream: { url: http://127.0.0.1:18302 }'
+    url=http://127.0.0.1:18301/runtimes/plain/invocations
+    body='{"prompt":"hi"}'
+    accept=application/json ;;
+mcp)
+    route='  - name: tools
+    protocol: MCP
+    path: /mcp
+    authorizerType: NONE
+    upstream: { url: http://127.0.0.1:18302 }'
+    url=http://127.0.0.1:18301/mcp
+    body='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}'
+    accept='application/json, text/event-stream' ;;
+*) echo "ROUTE must be plain or mcp (got $ROUTE)" >&2; exit 2 ;;
+esac
 cat >"$work/gatehouse.yaml" <<YAML
 listen: 127.0.0.1:18301
 telemetry: { accessLog: "off" }
 routes:
-  - name: plain
-    authorizerType: NONE
-    upstream: { url: http://127.0.0.1:18302 }
+$route
 YAML
 
 run() { # binary requests -> total Ir
@@ -44,8 +67,8 @@ run() { # binary requests -> total Ir
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve --config "$work/gatehouse.yaml" >/dev/null 2>"$work/vg.err" &
   local pid=$!
   for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:18301/" && break; sleep 0.1; done
-  hey -n "$n" -c 1 -m POST -d '{"prompt":"hi"}' -T application/json \
-    http://127.0.0.1:18301/runtimes/plain/invocations >"$work/hey.out"
+  hey -n "$n" -c 1 -m POST -d "$body" -T application/json -H "Accept: $accept" \
+    "$url" >"$work/hey.out"
   grep -q '\[200\]' "$work/hey.out" || { cat "$work/hey.out" >&2; exit 1; }
   kill -INT $pid; wait $pid || true
   echo "$(grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}') $(allocations "$out")"
@@ -72,5 +95,5 @@ PY
 for bin in "$@"; do
   read -r one one_allocs < <(run "$bin" "$N")
   read -r two two_allocs < <(run "$bin" $((2 * N)))
-  echo "$bin: $(( (two - one) / N )) instructions and $(( (two_allocs - one_allocs) / N )).$(( (two_allocs - one_allocs) * 10 / N % 10 )) allocations per request (Ir $one for $N, $two for $((2 * N)))"
+  echo "$bin (${ROUTE:-plain}): $(( (two - one) / N )) instructions and $(( (two_allocs - one_allocs) / N )).$(( (two_allocs - one_allocs) * 10 / N % 10 )) allocations per request (Ir $one for $N, $two for $((2 * N)))"
 done

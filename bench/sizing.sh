@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The numbers behind docs/operations.md#sizing, on this machine, one replica:
 #   - start-up: process start to the first /readyz 200 (one JWKS fetch over loopback), 5 runs;
-#   - CPU per request at a fixed rate, for a hot token, the token cache off, and an MCP route
-#     (tools/call JSON-RPC bodies), read from /proc/PID/stat around a `gatehouse bench` run;
+#   - CPU per request at a fixed rate, for a hot token, the token cache off, an MCP route
+#     (tools/call JSON-RPC bodies), and that MCP route with policy (SPEC §11: 10 `mcp.rules`,
+#     the call matching the last; a 20-policy Cedar set, the call permitted by the last), read
+#     from /proc/PID/stat around a `gatehouse bench` run;
 #   - memory per verified-token cache entry: RSS before and after N distinct tokens.
 # Everything on 127.0.0.1: `gatehouse dev` is the issuer and the upstream (its echo agent).
 #   bench/sizing.sh [target/release/gatehouse]     (RATE, DURATION in seconds, TOKENS override)
@@ -63,6 +65,25 @@ mcp_route="  - name: tools
       customJwtAuthorizer: { discoveryUrl: \"$discovery\", allowedClients: [dev-client], allowedScopes: [invoke] }
     upstream: { url: \"$agent\" }"
 
+# MCP with policy: ten rules (the call matches the tenth, so all are tried) ...
+mcp_rules_route="$mcp_route
+    mcp:
+      rules:"
+for i in 0 1 2 3 4 5 6 7 8; do
+    mcp_rules_route+="
+        - { match: { method: tools/call, name: \"team${i}_*\" }, allowedScopes: [team$i] }"
+done
+mcp_rules_route+="
+        - { match: { method: \"tools/*\", name: \"search*\" }, allowedScopes: [invoke], allowedClients: [dev-client] }"
+# ... and twenty Cedar policies in AgentCore's style (the call is permitted by the last).
+for i in $(seq 0 18); do
+    echo "permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::\"team${i}_tool\", resource == AgentCore::Gateway::\"tools\") when { principal.getTag(\"scope\") like \"*team$i*\" };"
+done >"$work/tools.cedar"
+echo 'permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"search", resource == AgentCore::Gateway::"tools") when { principal.getTag("scope") like "*invoke*" && context.input.q == "x" };' >>"$work/tools.cedar"
+mcp_cedar_route="$mcp_route
+    mcp:
+      cedar: { policies: tools.cedar }"
+
 none_route="  - name: open
     authorizerType: NONE
     upstream: { url: \"$agent\" }"
@@ -120,7 +141,10 @@ if [[ "${STARTUP_ONLY:-}" == 1 ]]; then exit 0; fi
 echo "== CPU per request at $RATE req/s, ${SECONDS_PER_CASE}s, one worker thread"
 case_cpu hot /runtimes/echo/invocations '{}' "$http_route"
 case_cpu nocache /runtimes/echo/invocations '{}' "$http_route" "jwt: { verifiedTokenCache: { maxEntries: 0 } }"
-case_cpu mcp /mcp '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}' "$mcp_route"
+call='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}'
+case_cpu mcp /mcp "$call" "$mcp_route"
+case_cpu mcp-rules /mcp "$call" "$mcp_rules_route"
+case_cpu mcp-cedar /mcp "$call" "$mcp_cedar_route"
 
 echo "== memory per verified-token cache entry ($TOKENS distinct tokens)"
 serve cache "$http_route" "jwt: { verifiedTokenCache: { maxEntries: 1000000 } }"

@@ -21,6 +21,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::mcp::cedar::PrincipalMemo;
+
 /// Latest NumericDate accepted: 9999-12-31T23:59:59Z. Anything larger is an attack or a bug.
 const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 
@@ -38,6 +40,9 @@ pub struct Claims {
     pub scopes: Vec<String>,
     /// Every claim as sent, for custom-claim rules and claim-to-header mapping.
     pub all: Map<String, Value>,
+    /// The caller as MCP Cedar policies see it, built on the first Cedar decision and kept
+    /// with the claims: for a cached token, once per token rather than once per request.
+    pub cedar: PrincipalMemo,
 }
 
 // Claims are personal data; keep them out of debug output except the routing-relevant bits.
@@ -130,6 +135,7 @@ impl Claims {
             client_id,
             scopes,
             all,
+            cedar: PrincipalMemo::default(),
         })
     }
 

@@ -18,14 +18,18 @@
 //!
 //! For filtered tool lists, [`CedarPolicy::never_allows`] evaluates with `context` unknown
 //! (Cedar partial evaluation): a tool is dropped only when no input could make it allowed.
+//!
+//! Each request is evaluated against only the policies whose scope can name its action
+//! ([`CedarPolicy::applicable`]): most of Cedar's time per request is building and evaluating
+//! each policy's condition, and a 20-policy AgentCore set typically has one or two per tool.
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RequestBuilder, RestrictedExpression,
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, PolicySet, Request, RequestBuilder, RestrictedExpression,
 };
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -46,6 +50,12 @@ pub struct PolicyFileError {
 #[derive(Debug)]
 pub struct CedarPolicy {
     policies: PolicySet,
+    /// For each action a policy scope names, the policies that can apply to it: those naming
+    /// it and those naming no action. See [`Self::applicable`].
+    by_action: HashMap<EntityUid, PolicySet>,
+    /// The policies whose scope names no action (`action`, unconstrained): all that can apply
+    /// to an action no scope names.
+    any_action: PolicySet,
     resource: EntityUid,
     user_type: EntityTypeName,
     action_type: EntityTypeName,
@@ -108,9 +118,12 @@ impl CedarPolicy {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let (by_action, any_action) = by_action(&policies).map_err(internal)?;
         let gateway = type_name("AgentCore::Gateway").map_err(internal)?;
         Ok(Self {
             policies,
+            by_action,
+            any_action,
             resource: EntityUid::from_type_name_and_id(gateway, EntityId::new(resource)),
             user_type: type_name("AgentCore::OAuthUser").map_err(internal)?,
             action_type: type_name("AgentCore::Action").map_err(internal)?,
@@ -128,7 +141,26 @@ impl CedarPolicy {
         self.len() == 0
     }
 
-    fn principal(&self, claims: &Claims) -> Option<(EntityUid, Entities)> {
+    /// The policies that can apply to a request for `action`; the others are left out of its
+    /// evaluation. That changes nothing Cedar answers: a policy's condition is its scope
+    /// conjoined, left to right, with its `when`/`unless` clauses, and a scope never errors,
+    /// so a policy whose action scope excludes `action` is false without error — neither a
+    /// reason nor an error in the response. The request's entities hold only the principal, so
+    /// an action has no ancestors and `action in [A, B]` names exactly A and B.
+    fn applicable(&self, action: &EntityUid) -> &PolicySet {
+        self.by_action.get(action).unwrap_or(&self.any_action)
+    }
+
+    /// The principal of `claims`' requests, built once per claims (see [`PrincipalMemo`]).
+    fn principal<'c>(&self, claims: &'c Claims) -> Option<&'c CedarPrincipal> {
+        claims
+            .cedar
+            .0
+            .get_or_init(|| self.build_principal(claims))
+            .as_ref()
+    }
+
+    fn build_principal(&self, claims: &Claims) -> Option<CedarPrincipal> {
         let sub = claims.sub.as_deref().unwrap_or_default();
         let uid = EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(sub));
         let tags = claims.all.keys().filter_map(|name| {
@@ -147,7 +179,7 @@ impl CedarPolicy {
         )
         .ok()?;
         let entities = Entities::from_entities([entity], None).ok()?;
-        Some((uid, entities))
+        Some(CedarPrincipal { uid, entities })
     }
 
     fn action(&self, tool: &str) -> EntityUid {
@@ -166,12 +198,14 @@ impl CedarPolicy {
         let Ok(context) = Context::from_pairs([("input".to_owned(), input)]) else {
             return refuse(Refusal::CedarInput);
         };
-        let Some((principal, entities)) = self.principal(claims) else {
+        let Some(principal) = self.principal(claims) else {
             return refuse(Refusal::Cedar);
         };
+        let action = self.action(tool);
+        let policies = self.applicable(&action);
         let Ok(request) = Request::new(
-            principal,
-            self.action(tool),
+            principal.uid.clone(),
+            action,
             self.resource.clone(),
             context,
             None,
@@ -180,7 +214,7 @@ impl CedarPolicy {
         };
         let response = self
             .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+            .is_authorized(&request, policies, &principal.entities);
         let rule = response
             .diagnostics()
             .reason()
@@ -196,21 +230,99 @@ impl CedarPolicy {
     }
 
     /// Whether this caller is denied `tool` whatever the arguments (for list filtering): the
-    /// policy set evaluated with `context` unknown reaches Deny.
+    /// policy set evaluated with `context` unknown reaches Deny. A tool no policy can apply
+    /// to is denied without evaluation (Cedar's default deny, which is what evaluating no
+    /// policies returns).
     pub fn never_allows(&self, claims: &Claims, tool: &str) -> bool {
-        let Some((principal, entities)) = self.principal(claims) else {
+        let action = self.action(tool);
+        let policies = self.applicable(&action);
+        if policies.is_empty() {
+            return true;
+        }
+        let Some(principal) = self.principal(claims) else {
             return true;
         };
         let request = RequestBuilder::default()
-            .principal(principal)
-            .action(self.action(tool))
+            .principal(principal.uid.clone())
+            .action(action)
             .resource(self.resource.clone())
             .build();
-        let response = self
-            .authorizer
-            .is_authorized_partial(&request, &self.policies, &entities);
+        let response =
+            self.authorizer
+                .is_authorized_partial(&request, policies, &principal.entities);
         response.decision() == Some(Decision::Deny)
     }
+}
+
+/// A caller as Cedar sees it: `AgentCore::OAuthUser::"<sub>"` and the entity holding its tags.
+#[derive(Debug)]
+struct CedarPrincipal {
+    uid: EntityUid,
+    entities: Entities,
+}
+
+/// The Cedar principal of one set of claims, built on first use and kept in the [`Claims`]:
+/// the verified-token cache shares one `Arc<Claims>` among every request with the token, so
+/// the entity, its tags and Cedar's transitive closure are computed once per token. It
+/// depends on the claims alone (the entity type is AgentCore's, the same on every route).
+#[derive(Default)]
+pub struct PrincipalMemo(OnceLock<Option<CedarPrincipal>>);
+
+/// A copy of the claims may be changed afterwards: it builds its own principal.
+impl Clone for PrincipalMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Derived from the claims, not part of what they say.
+impl PartialEq for PrincipalMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PrincipalMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "PrincipalMemo(built)"
+        } else {
+            "PrincipalMemo(empty)"
+        })
+    }
+}
+
+/// The policy sets of [`CedarPolicy::applicable`]: per action named in a scope, and for any
+/// other action.
+fn by_action(policies: &PolicySet) -> Result<(HashMap<EntityUid, PolicySet>, PolicySet), String> {
+    let mut any = PolicySet::new();
+    let mut named: HashMap<EntityUid, Vec<&cedar_policy::Policy>> = HashMap::new();
+    for policy in policies.policies() {
+        let actions = match policy.action_constraint() {
+            ActionConstraint::Any => {
+                any.add(policy.clone()).map_err(|e| e.to_string())?;
+                continue;
+            }
+            ActionConstraint::Eq(action) => vec![action],
+            ActionConstraint::In(actions) => actions,
+        };
+        for action in actions {
+            let list = named.entry(action).or_default();
+            // `action in [A, A]` names A once.
+            if !list.iter().any(|p| p.id() == policy.id()) {
+                list.push(policy);
+            }
+        }
+    }
+    let mut by_action = HashMap::with_capacity(named.len());
+    for (action, own) in named {
+        let mut set = any.clone();
+        for policy in own {
+            set.add(policy.clone()).map_err(|e| e.to_string())?;
+        }
+        by_action.insert(action, set);
+    }
+    Ok((by_action, any))
 }
 
 /// `context.input`: the arguments as a Cedar record; `None` when they cannot be represented.
@@ -295,241 +407,5 @@ fn line_column(text: &str, offset: usize) -> (u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/support-gw";
-
-    /// The developer guide's examples, unchanged.
-    const POLICIES: &str = r#"
-// Only John refunds, and only small amounts.
-@id("refund-small")
-permit(
-  principal is AgentCore::OAuthUser,
-  action == AgentCore::Action::"RefundTool__process_refund",
-  resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/support-gw"
-) when {
-  principal.hasTag("username") && principal.getTag("username") == "John" && context.input.amount < 500
-};
-
-permit(
-  principal is AgentCore::OAuthUser,
-  action == AgentCore::Action::"get_weather",
-  resource is AgentCore::Gateway
-);
-
-permit(
-  principal,
-  action == AgentCore::Action::"billing_report",
-  resource
-) when { principal.getTag("scope") like "*billing*" };
-
-@id("no-export")
-forbid(
-  principal is AgentCore::OAuthUser,
-  action == AgentCore::Action::"HRTools__export_salary_report",
-  resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/support-gw"
-);
-
-permit(principal, action == AgentCore::Action::"HRTools__export_salary_report", resource);
-
-permit(principal == AgentCore::OAuthUser::"user-7", action == AgentCore::Action::"whoami", resource)
-  when { principal.id == "user-7" };
-"#;
-
-    fn policy() -> CedarPolicy {
-        CedarPolicy::new(&[("support.cedar".into(), POLICIES.into())], GATEWAY).unwrap()
-    }
-
-    fn claims(json: &str) -> Claims {
-        Claims::parse(json.as_bytes()).unwrap()
-    }
-
-    fn args(json: &str) -> Box<RawValue> {
-        RawValue::from_string(json.to_owned()).unwrap()
-    }
-
-    #[test]
-    fn agentcore_request_mapping() {
-        let p = policy();
-        assert_eq!(p.len(), 6);
-        let john = claims(r#"{"sub":"u-1","username":"John","scope":"openid refund:write"}"#);
-        let jane = claims(r#"{"sub":"u-2","username":"Jane"}"#);
-        let small = args(r#"{"orderId":"12345","amount":450,"reason":"Defective"}"#);
-        let large = args(r#"{"orderId":"12345","amount":501}"#);
-        let v = p.decide(&john, "RefundTool__process_refund", Some(&small));
-        assert_eq!(v.outcome, Ok(()));
-        assert_eq!(v.rule.as_deref(), Some("refund-small"));
-        assert_eq!(
-            p.decide(&john, "RefundTool__process_refund", Some(&large))
-                .outcome,
-            Err(Refusal::Cedar)
-        );
-        assert_eq!(
-            p.decide(&jane, "RefundTool__process_refund", Some(&small))
-                .outcome,
-            Err(Refusal::Cedar)
-        );
-        // No arguments: context.input.amount errors, the permit does not apply.
-        assert_eq!(
-            p.decide(&john, "RefundTool__process_refund", None).outcome,
-            Err(Refusal::Cedar)
-        );
-        // Resource by type.
-        assert_eq!(p.decide(&jane, "get_weather", None).outcome, Ok(()));
-        // Default deny: no policy for the tool.
-        let v = p.decide(&john, "delete_everything", None);
-        assert_eq!((v.outcome, v.rule), (Err(Refusal::Cedar), None));
-        // Forbid wins over a permit, and names itself.
-        let v = p.decide(&john, "HRTools__export_salary_report", None);
-        assert_eq!(v.outcome, Err(Refusal::Cedar));
-        assert_eq!(v.rule.as_deref(), Some("no-export"));
-        // Principal uid and id attribute come from sub.
-        assert_eq!(
-            p.decide(&claims(r#"{"sub":"user-7"}"#), "whoami", None)
-                .outcome,
-            Ok(())
-        );
-        assert_eq!(
-            p.decide(&claims(r#"{"sub":"user-8"}"#), "whoami", None)
-                .outcome,
-            Err(Refusal::Cedar)
-        );
-    }
-
-    #[test]
-    fn claims_become_string_tags() {
-        let p = policy();
-        for (json, allowed) in [
-            (r#"{"sub":"a","scope":"read billing:write"}"#, true),
-            (r#"{"sub":"a","scp":["read","billing"]}"#, false),
-            (r#"{"sub":"a","scope":"read"}"#, false),
-            (r#"{"sub":"a"}"#, false),
-        ] {
-            assert_eq!(
-                p.decide(&claims(json), "billing_report", None)
-                    .outcome
-                    .is_ok(),
-                allowed,
-                "{json}"
-            );
-        }
-        let arrays = CedarPolicy::new(
-            &[(
-                "a.cedar".into(),
-                r#"permit(principal, action, resource) when { principal.getTag("groups") == "ops,admin" && principal.getTag("n") == "5" && principal.getTag("b") == "true" };"#.into(),
-            )],
-            "gw",
-        )
-        .unwrap();
-        assert!(
-            arrays
-                .decide(
-                    &claims(r#"{"groups":["ops","admin"],"n":5,"b":true}"#),
-                    "t",
-                    None
-                )
-                .outcome
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn hostile_arguments() {
-        let p = CedarPolicy::new(
-            &[(
-                "f.cedar".into(),
-                r#"permit(principal, action, resource);
-                   forbid(principal, action, resource) when { context.input.amount > 1000 };
-                   forbid(principal, action, resource) when { context.input has who && context.input.who == principal };"#
-                    .into(),
-            )],
-            "gw",
-        )
-        .unwrap();
-        let c = claims(r#"{"sub":"u"}"#);
-        let decide = |a: &str| p.decide(&c, "t", Some(&args(a))).outcome;
-        assert_eq!(decide(r#"{"amount":5}"#), Ok(()));
-        assert_eq!(decide(r#"{"amount":5000}"#), Err(Refusal::Cedar));
-        assert_eq!(decide(r#"{"amount":12.5}"#), Ok(()));
-        // Beyond what Cedar holds: refused, not decided without the forbid.
-        assert_eq!(decide(r#"{"amount":1e300}"#), Err(Refusal::CedarInput));
-        assert_eq!(
-            decide(r#"{"amount":18446744073709551615}"#),
-            Err(Refusal::CedarInput)
-        );
-        assert_eq!(decide(r#"{"amount":0.123456}"#), Err(Refusal::CedarInput));
-        assert_eq!(decide(r#"{"x":null}"#), Err(Refusal::CedarInput));
-        // Cedar's JSON escapes are plain records here.
-        assert_eq!(
-            decide(r#"{"who":{"__entity":{"type":"AgentCore::OAuthUser","id":"u"}}}"#),
-            Ok(())
-        );
-        assert_eq!(decide("null"), Ok(()));
-        assert_eq!(decide(r#"{"nested":{"a":[1,"x",{"b":true}]}}"#), Ok(()));
-    }
-
-    #[test]
-    fn never_allows_is_whatever_the_input() {
-        let p = policy();
-        let john = claims(r#"{"sub":"u-1","username":"John"}"#);
-        let jane = claims(r#"{"sub":"u-2","username":"Jane"}"#);
-        // Depends on the amount: listed for John.
-        assert!(!p.never_allows(&john, "RefundTool__process_refund"));
-        // Jane is never John, whatever the input.
-        assert!(p.never_allows(&jane, "RefundTool__process_refund"));
-        assert!(!p.never_allows(&jane, "get_weather"));
-        assert!(p.never_allows(&jane, "delete_everything"));
-        assert!(p.never_allows(&jane, "HRTools__export_salary_report"));
-        // A forbid depending on the input keeps an otherwise permitted tool listed.
-        let p = CedarPolicy::new(
-            &[(
-                "f.cedar".into(),
-                r#"permit(principal, action, resource);
-                   forbid(principal, action == AgentCore::Action::"pay", resource) when { context.input.amount > 10 };"#
-                    .into(),
-            )],
-            "gw",
-        )
-        .unwrap();
-        assert!(!p.never_allows(&jane, "pay"));
-    }
-
-    #[test]
-    fn syntax_errors_are_located() {
-        let text = "permit(principal, action, resource);\n\nforbid(principal, action == AgentCore::Action::\"x\" resource);\n";
-        let errors = CedarPolicy::new(&[("p/bad.cedar".into(), text.into())], "gw").unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        let e = &errors[0];
-        assert_eq!((e.file.as_str(), e.line), ("p/bad.cedar", 3));
-        assert!(e.column > 1, "{e:?}");
-        assert!(!e.message.is_empty());
-        // Templates are refused.
-        let errors = CedarPolicy::new(
-            &[(
-                "t.cedar".into(),
-                "permit(principal == ?principal, action, resource);".into(),
-            )],
-            "gw",
-        )
-        .unwrap_err();
-        assert!(errors[0].message.contains("templates"));
-        // Two files, each with its own ids.
-        let two = CedarPolicy::new(
-            &[
-                (
-                    "a.cedar".into(),
-                    "permit(principal, action, resource);".into(),
-                ),
-                (
-                    "b.cedar".into(),
-                    "permit(principal, action, resource);".into(),
-                ),
-            ],
-            "gw",
-        )
-        .unwrap();
-        assert_eq!(two.len(), 2);
-        assert_eq!(line_column("ab\ncd", 4), (2, 2));
-    }
-}
+#[path = "cedar_tests.rs"]
+mod tests;

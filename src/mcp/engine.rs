@@ -7,12 +7,12 @@
 //! used for list filtering.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::McpMessage;
 use super::cedar::{CedarPolicy, PolicyFileError};
 use super::filter::{Keep, ListKind};
-use super::rules::{Glob, Refusal, Rule, Rules, Verdict};
+use super::rules::{ForMethod, Glob, Refusal, Rule, Rules, Verdict};
 use crate::auth::claims::Claims;
 use crate::auth::policy::{ClaimRule, Policy};
 use crate::config::defaults;
@@ -217,12 +217,34 @@ pub fn show_policy_error(e: &PolicyFileError) -> String {
 /// The list filter's judge: one caller, one route's policy.
 #[derive(Debug)]
 pub struct CallerLists {
-    pub policy: Arc<McpPolicy>,
-    pub claims: Arc<Claims>,
+    policy: Arc<McpPolicy>,
+    claims: Arc<Claims>,
+    /// With rules: per list kind, the rules for its method with their outcomes for this
+    /// caller, prepared for the first entry ([`Rules::for_method`]).
+    prepared: [OnceLock<ForMethod>; 3],
+}
+
+impl CallerLists {
+    pub fn new(policy: Arc<McpPolicy>, claims: Arc<Claims>) -> Self {
+        Self {
+            policy,
+            claims,
+            prepared: Default::default(),
+        }
+    }
 }
 
 impl Keep for CallerLists {
     fn keeps(&self, kind: ListKind, name: &str) -> bool {
+        if let Decider::Rules(rules) = &self.policy.decider {
+            let slot = match kind {
+                ListKind::Tools => &self.prepared[0],
+                ListKind::Prompts => &self.prepared[1],
+                ListKind::Resources => &self.prepared[2],
+            };
+            let prepared = slot.get_or_init(|| rules.for_method(&self.claims, kind.use_method()));
+            return rules.allows(prepared, name);
+        }
         !self.policy.hides(&self.claims, kind, name)
     }
 }

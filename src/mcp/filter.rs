@@ -17,11 +17,15 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use self::json::{Member, Members, Response, ResponseSeed, Text, Top, write_key};
 use crate::body::BoxError;
+
+#[path = "filter_json.rs"]
+mod json;
 
 /// A list response (or one SSE event) larger than this is not rewritten: the body fails.
 pub const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
@@ -93,109 +97,119 @@ impl fmt::Debug for ListFilter {
     }
 }
 
-/// An object's members in order, values raw.
-struct Members(Vec<(String, Box<RawValue>)>);
-
-impl<'de> Deserialize<'de> for Members {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    out.push((k, v));
-                }
-                Ok(Members(out))
-            }
-        }
-        de.deserialize_map(V)
-    }
-}
-
-impl Members {
-    fn write(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            // A String always serializes.
-            let _ = serde_json::to_writer(&mut *out, k);
-            out.push(b':');
-            out.extend_from_slice(v.get().as_bytes());
-        }
-        out.push(b'}');
-    }
-}
-
 impl ListFilter {
     /// The rewritten message when `message` is the list response (also when nothing was
     /// removed); `None` when it is another message.
+    ///
+    /// The rewrite is the message's members written compactly, in order, keys re-escaped as
+    /// serde_json writes them, values as they came, except that `result`'s list member keeps
+    /// only the entries the caller may use (each with its bytes as sent).
     pub fn rewrite(&self, message: &[u8]) -> Option<Vec<u8>> {
-        let mut top: Members = serde_json::from_slice(message).ok()?;
-        let is_ours = top.0.iter().any(|(k, v)| {
-            k == "id" && serde_json::from_str::<Value>(v.get()).ok().as_ref() == Some(&self.id)
+        let response = self.parse(message)?;
+        let is_ours = response.0.iter().any(|(key, value)| {
+            key.0 == "id"
+                && matches!(value, Top::Raw(raw)
+                    if serde_json::from_str::<Value>(raw.get()).ok().as_ref() == Some(&self.id))
         });
         if !is_ours {
             return None;
         }
-        for (key, value) in &mut top.0 {
-            if key != "result" {
-                continue;
+        let mut out = Vec::with_capacity(message.len());
+        out.push(b'{');
+        for (i, (key, value)) in response.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            let Ok(mut result) = serde_json::from_str::<Members>(value.get()) else {
-                continue;
-            };
-            for (member, entries) in &mut result.0 {
-                if member != self.kind.member() {
-                    continue;
-                }
-                let Ok(list) = serde_json::from_str::<Vec<Box<RawValue>>>(entries.get()) else {
-                    continue;
-                };
-                let kept: Vec<Box<RawValue>> = list
-                    .into_iter()
-                    .filter(|entry| self.keeps_entry(entry))
-                    .collect();
-                if let Ok(json) = serde_json::to_string(&kept)
-                    && let Ok(raw) = RawValue::from_string(json)
-                {
-                    *entries = raw;
-                }
-            }
-            let mut bytes = Vec::new();
-            result.write(&mut bytes);
-            if let Ok(raw) = String::from_utf8(bytes).map(RawValue::from_string)
-                && let Ok(raw) = raw
-            {
-                *value = raw;
+            write_key(&mut out, key);
+            match value {
+                Top::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Top::Result(members) => self.write_result(members, &mut out),
             }
         }
-        let mut out = Vec::with_capacity(message.len());
-        top.write(&mut out);
+        out.push(b'}');
         Some(out)
+    }
+
+    fn write_result(&self, members: &[(Text<'_>, Member<'_>)], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, value)) in members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(out, key);
+            match value {
+                Member::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Member::List(entries) => {
+                    out.push(b'[');
+                    let mut first = true;
+                    for entry in entries.iter().filter(|entry| self.keeps_entry(entry)) {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        out.extend_from_slice(entry.get().as_bytes());
+                    }
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// The message taken apart: in one pass when it has the usual shape; otherwise member by
+    /// member, where a `result` that is not an object, or a list member that is not an array,
+    /// stays raw. `None` when the message is not a JSON object.
+    fn parse<'a>(&self, message: &'a [u8]) -> Option<Response<'a>> {
+        let member = self.kind.member();
+        let mut de = serde_json::Deserializer::from_slice(message);
+        if let Ok(response) = ResponseSeed(member).deserialize(&mut de)
+            && de.end().is_ok()
+        {
+            return Some(response);
+        }
+        let top: Members<'a> = serde_json::from_slice(message).ok()?;
+        let members = top.0.into_iter().map(|(key, raw)| {
+            let result = (key.0 == "result")
+                .then(|| serde_json::from_str::<Members<'a>>(raw.get()).ok())
+                .flatten();
+            let value = match result {
+                Some(result) => Top::Result(
+                    result
+                        .0
+                        .into_iter()
+                        .map(|(name, raw)| {
+                            let list = (name.0 == member)
+                                .then(|| serde_json::from_str(raw.get()).ok())
+                                .flatten();
+                            (name, list.map_or(Member::Raw(raw), Member::List))
+                        })
+                        .collect(),
+                ),
+                None => Top::Raw(raw),
+            };
+            (key, value)
+        });
+        Some(Response(members.collect()))
     }
 
     /// An entry stays when its name is allowed; an entry without a readable name goes (the
     /// caller could not call it by a name the rules have seen).
     fn keeps_entry(&self, entry: &RawValue) -> bool {
         #[derive(Deserialize)]
-        struct Named {
-            name: Option<String>,
-            uri: Option<String>,
+        struct Named<'a> {
+            #[serde(borrow)]
+            name: Option<Text<'a>>,
+            #[serde(borrow)]
+            uri: Option<Text<'a>>,
         }
-        let Ok(named) = serde_json::from_str::<Named>(entry.get()) else {
+        let Ok(named) = serde_json::from_str::<Named<'_>>(entry.get()) else {
             return false;
         };
         let name = match self.kind.key() {
             "uri" => named.uri,
             _ => named.name,
         };
-        name.is_some_and(|n| self.keep.keeps(self.kind, &n))
+        name.is_some_and(|n| self.keep.keeps(self.kind, &n.0))
     }
 
     /// Wraps a response body: JSON or SSE (by the response's content type); anything else is

@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::cedar::PrincipalMemo;
 use super::engine::{CallerLists, McpPolicy};
 use super::filter::{ListFilter, ListKind};
 use super::read::read_message;
@@ -236,6 +237,7 @@ fn no_claims() -> Arc<Claims> {
         client_id: None,
         scopes: Vec::new(),
         all: serde_json::Map::new(),
+        cedar: PrincipalMemo::default(),
     })
 }
 
@@ -253,10 +255,7 @@ fn list_filter(
     Some(ListFilter {
         kind,
         id,
-        keep: Arc::new(CallerLists {
-            policy: policy.clone(),
-            claims: claims.clone(),
-        }),
+        keep: Arc::new(CallerLists::new(policy.clone(), claims.clone())),
     })
 }
 

@@ -164,6 +164,39 @@ impl Rules {
     }
 }
 
+/// The rules that can decide messages with one method, each with its outcome for one caller:
+/// a rule's conditions depend on the claims, not on the name, so list filtering, which judges
+/// every entry of a list with the same method and caller, matches only the names per entry.
+#[derive(Debug)]
+pub struct ForMethod(Vec<(usize, bool)>);
+
+impl Rules {
+    /// Prepares [`Self::allows`] for `method` and this caller.
+    pub fn for_method(&self, claims: &Claims, method: &str) -> ForMethod {
+        ForMethod(
+            self.rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.method.as_ref().is_none_or(|g| g.matches(method)))
+                .map(|(i, rule)| (i, !rule.deny && rule.policy.check(claims).is_ok()))
+                .collect(),
+        )
+    }
+
+    /// Whether [`Self::decide`] allows the message with the prepared method and `name`.
+    pub fn allows(&self, prepared: &ForMethod, name: &str) -> bool {
+        prepared
+            .0
+            .iter()
+            .find(|(i, _)| {
+                self.rules
+                    .get(*i)
+                    .is_some_and(|rule| rule.name.as_ref().is_none_or(|g| g.matches(name)))
+            })
+            .map_or(self.default_allow, |&(_, allowed)| allowed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +322,40 @@ mod tests {
         );
         // Responses from the client have no method: only method-less rules fit.
         assert_eq!(r.decide(&plain, "", None).outcome, Err(Refusal::Default));
+    }
+
+    /// The prepared per-method judgement of list filtering answers as `decide` does.
+    #[test]
+    fn prepared_method_allows_as_decide() {
+        let mut r = rules();
+        let callers = [
+            claims(r#"{"sub":"u","scope":"read"}"#),
+            claims(r#"{"sub":"u","scope":"read billing"}"#),
+            claims(r#"{"sub":"u","client_id":"other"}"#),
+        ];
+        let names = [
+            "billing_refund",
+            "admin_wipe",
+            "get_weather",
+            "",
+            "x",
+            "billing_",
+        ];
+        for default_allow in [false, true] {
+            r.default_allow = default_allow;
+            for caller in &callers {
+                for method in ["tools/call", "prompts/get", "resources/read", ""] {
+                    let prepared = r.for_method(caller, method);
+                    for name in names {
+                        assert_eq!(
+                            r.allows(&prepared, name),
+                            r.decide(caller, method, Some(name)).outcome.is_ok(),
+                            "{method} {name} {default_allow}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
