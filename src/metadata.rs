@@ -7,12 +7,11 @@
 //! Without `publicUrl`, the base URL is derived from the request (`Host`, TLS, or
 //! `X-Forwarded-*` when trusted); set `publicUrl` in production.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, Either};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
@@ -52,7 +51,8 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+    /// The inner future itself for every request but a metadata one: no box, no move.
+    type Future = Either<S::Future, BoxFuture<'static, Result<Self::Response, ProxyError>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))
@@ -62,13 +62,13 @@ where
         let Some(Target::Metadata { resource_path }) =
             request.extensions().get::<Target>().cloned()
         else {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         };
         let route = request.extensions().get::<Arc<Route>>().cloned();
         let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
         let base = record.as_ref().map(|r| base_url(r, request.headers()));
         let method = request.method().clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let (Some(route), Some(base)) = (route, base) else {
                 return Err(ProxyError::NoRoute);
             };
@@ -76,7 +76,7 @@ where
                 return Err(ProxyError::MethodNotAllowed);
             }
             document(&route, &base, &resource_path).await
-        })
+        }))
     }
 }
 
