@@ -42,7 +42,7 @@ mkdir -p "$work/www" "$work/nginx"
 head -c "$SIZE" /dev/urandom > "$work/www/big.bin"
 cp "$work/www/big.bin" "$work/body.bin"
 
-# ---- nginx 18440: /big.bin static, /upload reads and discards the body, 200 -------------------
+# ---- nginx 18440: /big.bin static, /upload reads the whole body, then 200 ---------------------
 cat > "$work/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -67,7 +67,7 @@ http {
         default_type application/octet-stream;
         location = /big.bin { root $work/www; }
         # the whole body is read (into memory) before the answer: nginx's proxy reads the body
-        # first; it then asks /ok without it. (A bare `return 200` answers before the body is
+        # first; it then asks /ok without it. (A bare return 200 answers before the body is
         # read, and wrk, seeing the response, stalls on its unfinished 10 MB write.)
         location = /upload {
             client_body_buffer_size 16m;
