@@ -318,8 +318,9 @@ fn refusals_are_403_and_an_unavailable_endpoint_is_503_and_nothing_is_forwarded(
     assert_eq!(r.status(), 503, "{}", r.text());
 
     // None of the refused requests reached the server (no upstream status in the log), and
-    // it never received a token that was not for itself.
-    let log = edge.access_log();
+    // it never received a token that was not for itself. Eleven requests in all; a line is
+    // written when its response has ended, which may be just after the client has read it.
+    let log = edge.wait_access_log(11);
     let failed: Vec<&Value> = log
         .iter()
         .filter(|l| l["status"] == 403 || l["status"] == 503)

@@ -257,10 +257,16 @@ impl Gatehouse {
 
     /// Waits until at least `n` access-log lines were written.
     pub fn wait_access_log(&self, n: usize) -> Vec<Value> {
+        self.access_log_when(|lines| lines.len() >= n)
+    }
+
+    /// Waits (10 s at most) until the access log satisfies `done`: a line is written when its
+    /// response has ended, which may be just after the client has read the response.
+    pub fn access_log_when(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = self.access_log();
-            if lines.len() >= n || Instant::now() > deadline {
+            if done(&lines) || Instant::now() > deadline {
                 return lines;
             }
             std::thread::sleep(Duration::from_millis(20));
