@@ -115,8 +115,7 @@ fn typescript_client_steps_up_to_the_challenged_scope() {
     );
     let log = edge.access_log_when(|log| {
         log.iter()
-            .filter(|l| l["method"] == "POST")
-            .last()
+            .rfind(|l| l["method"] == "POST")
             .is_some_and(|l| l["status"] == 200)
     });
     let statuses: Vec<i64> = log
