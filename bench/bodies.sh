@@ -20,6 +20,7 @@
 # bounded (wrk -d, SAMPLES × 100 ms); everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=$(realpath "${1:-target/release/gatehouse}")
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; WARMUP=${WARMUP:-2}; CONNS=${CONNS:-4}; SAMPLES=${SAMPLES:-300}
 SERVER_CPU=${SERVER_CPU:-0}; LOAD_CPU=${LOAD_CPU:-1}
@@ -117,18 +118,7 @@ taskset -c "$SERVER_CPU" python3 "$work/sse.py" 18443 > "$work/sse.out" 2>&1 &
 pids+=($!)
 
 # ---- HAProxy 18441 → nginx, 18444 → SSE upstream ---------------------------------------------
-cat > "$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 1000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client  60s
-    timeout server  60s
-    timeout http-keep-alive 60s
-    option http-keep-alive
-    http-reuse always
+{ haproxy_head 1000; cat <<EOF
 backend upstream_nginx
     server nginx1 127.0.0.1:18440 maxconn 1000
 backend upstream_sse
@@ -146,6 +136,7 @@ frontend sse_nodelay
     option http-no-delay
     default_backend upstream_sse
 EOF
+} > "$work/haproxy.cfg"
 haproxy -c -q -f "$work/haproxy.cfg"
 taskset -c "$SERVER_CPU" haproxy -f "$work/haproxy.cfg" -db > "$work/haproxy.out" 2>&1 &
 haproxy_pid=$!; pids+=("$haproxy_pid")

@@ -16,6 +16,7 @@
 # Everything started here is stopped on exit; the loads stop by themselves (-n, HOLD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=$(realpath "${1:-target/release/gatehouse}")
 TOKENS=${TOKENS:-100000}; CONNS=${CONNS:-10000}; HOLD=${HOLD:-15}
 SERVER_CPU=${SERVER_CPU:-0}; LOAD_CPU=${LOAD_CPU:-1}
@@ -46,32 +47,7 @@ wait_ready() { # admin port
 
 # ---- upstream: nginx, 98-byte 200 for any path and method --------------------------------
 mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    server {
-        listen 127.0.0.1:18430 backlog=4096;
-        default_type text/plain;
-        location / {
-            return 200 '{"ok":true,"service":"bench-upstream","payload":"0123456789abcdefghijklmnopqrstuvwxyz0123456789"}\n';
-        }
-    }
-}
-EOF
+nginx_upstream "$work" 18430 > "$work/nginx.conf"
 taskset -c "$SERVER_CPU" nginx -p "$work/nginx/" -c "$work/nginx.conf" > "$work/nginx.out" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:18430/
@@ -137,24 +113,14 @@ gh_conns_pid=$pid
 ha_maxconn=$(( CONNS + 500 )); fd_cap=$(( ($(ulimit -n) - 100) / 2 ))
 [ "$ha_maxconn" -le "$fd_cap" ] || ha_maxconn=$fd_cap
 ha_conns=$(( CONNS < ha_maxconn - 50 ? CONNS : ha_maxconn - 50 ))
-cat > "$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $ha_maxconn
-defaults
-    mode http
-    timeout connect 5s
-    timeout client  60s
-    timeout server  60s
-    timeout http-keep-alive 60s
-    option http-keep-alive
-    http-reuse always
+{ haproxy_head $ha_maxconn; cat <<EOF
 backend upstream_nginx
     server nginx1 127.0.0.1:18430 maxconn 1000
 frontend plain
     bind 127.0.0.1:18426
     default_backend upstream_nginx
 EOF
+} > "$work/haproxy.cfg"
 taskset -c "$SERVER_CPU" haproxy -f "$work/haproxy.cfg" -db > "$work/haproxy.out" 2>&1 &
 haproxy_pid=$!; pids+=("$haproxy_pid")
 wait_http http://127.0.0.1:18426/

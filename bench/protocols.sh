@@ -25,6 +25,7 @@
 # python3 taskset. Every load is bounded by -D / -time; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 BIN=$(realpath "${1:-target/release/gatehouse}")
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; WARMUP=${WARMUP:-2}; HS_DURATION=${HS_DURATION:-8}
 SERVER_CPU=${SERVER_CPU:-0}; LOAD_CPU=${LOAD_CPU:-1}
@@ -57,49 +58,13 @@ done
 
 # ---- nginx upstream (the shared harness's: 98-byte 200 for any path, one worker) ----------
 mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 8192; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $work/nginx/body;
-    proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi;
-    uwsgi_temp_path $work/nginx/uwsgi;
-    scgi_temp_path $work/nginx/scgi;
-    server {
-        listen 127.0.0.1:18400 backlog=4096;
-        default_type text/plain;
-        location / {
-            return 200 '{"ok":true,"service":"bench-upstream","payload":"0123456789abcdefghijklmnopqrstuvwxyz0123456789"}\n';
-        }
-    }
-}
-EOF
+nginx_upstream "$work" 18400 > "$work/nginx.conf"
 taskset -c "$SERVER_CPU" nginx -p "$work/nginx/" -c "$work/nginx.conf" > "$work/nginx.out" 2>&1 &
 pids+=($!); nginx_pid=$!
 wait_port 18400
 
 # ---- HAProxy: plain h1 18401, h2c 18402, TLS ECDSA 18403, TLS RSA 18404 ------------------
-cat > "$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client  60s
-    timeout server  60s
-    timeout http-keep-alive 60s
-    option http-keep-alive
-    http-reuse always
+{ haproxy_head 8000; cat <<EOF
 backend upstream_nginx
     server nginx1 127.0.0.1:18400 maxconn 1000
 frontend plain
@@ -115,6 +80,7 @@ frontend tls_rsa
     bind 127.0.0.1:18404 ssl crt $work/rsa.pem alpn h2,http/1.1
     default_backend upstream_nginx
 EOF
+} > "$work/haproxy.cfg"
 haproxy -c -q -f "$work/haproxy.cfg"
 taskset -c "$SERVER_CPU" haproxy -f "$work/haproxy.cfg" -db > "$work/haproxy.out" 2>&1 &
 pids+=($!); haproxy_pid=$!
