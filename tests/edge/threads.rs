@@ -31,7 +31,13 @@ async fn three_request_threads_serve_every_connection_and_drain_on_sigterm() {
         &[("GATEHOUSE_THREADS", "3")],
     )
     .await;
-    assert_eq!(worker_threads(&binary.pid()), 3);
+    // Each thread names itself once it runs, which may be just after /readyz answers.
+    let pid = binary.pid();
+    assert!(
+        eventually(Duration::from_secs(5), || worker_threads(&pid) == 3).await,
+        "{} worker threads",
+        worker_threads(&pid)
+    );
     let token = {
         let mut claims = default_claims();
         claims.iss = issuer.issuer();
