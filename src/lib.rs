@@ -6,7 +6,8 @@
 //!  accept (server) ─▶ record ─▶ route ─▶ limits ─▶ cors ─▶ metadata ─▶ auth ─▶ session ─▶ mcp ─▶ quota ─▶ enrich ─▶ outbound ─▶ forward ─▶ agent
 //! ```
 //!
-//! - [`server`]: listeners, TLS, HTTP/1.1 + h2, lingering close, graceful drain.
+//! - [`server`]: listeners, TLS, HTTP/1.1 + h2, request threads, lingering close, graceful
+//!   drain.
 //! - [`telemetry::record`]: opens the per-request record (`context`); errors become responses
 //!   ([`error`]); the access log and metrics are written when the response body ends.
 //! - `route`: path → `Route`, or its OAuth protected resource metadata.
@@ -19,8 +20,8 @@
 //! - [`enrich`]: the headers the upstream gets (allowlist, identity, session, trace).
 //! - [`outbound`]: the upstream's own credential (RFC 8693 token exchange or client
 //!   credentials) in place of the caller's token, where the route says so.
-//! - [`forward`]: the pooled upstream client sending to the route's `upstream`; bodies stream
-//!   both ways.
+//! - [`forward`]: sends to the route's `upstream` over each replica's own keep-alive pool
+//!   (hyper-util's client for h2 and AgentCore); bodies stream both ways.
 //!
 //! Configuration is loaded and validated by [`config`] and compiled by `settings`; [`app`]
 //! holds the current settings and swaps them on reload. `admin` serves health, readiness and

@@ -13,6 +13,12 @@ use tower::{Layer, Service};
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
+/// The boxed future of a phase that awaits (auth, session, MCP policy, quota, outbound,
+/// forward): one spelling for all of them.
+pub(crate) type ResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>,
+>;
+
 /// What a synchronous phase does with a request.
 pub(crate) trait Check: Clone + Send + Sync + 'static {
     /// `Ok` passes the (possibly changed) request on; `Err` answers it.

@@ -148,20 +148,21 @@ pub async fn serve(
             )));
         }
     } else {
+        let unshared = |e: std::io::Error| {
+            format!(
+                "cannot share a listener between request threads: {e} (serve --threads 1 runs without)"
+            )
+        };
         let mut handles = Vec::new();
         for listener in listeners.public {
-            handles.push(
-                listener
-                    .into_std()
-                    .map_err(|e| format!("cannot share the listener: {e}"))?,
-            );
+            handles.push(listener.into_std().map_err(unshared)?);
         }
         for index in 0..startup.workers {
             let handles = handles
                 .iter()
                 .map(std::net::TcpListener::try_clone)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cannot share the listener: {e}"))?;
+                .map_err(unshared)?;
             workers.push(worker::start(
                 index,
                 handles,

@@ -20,8 +20,6 @@
 //! generation, the binding, what the request record keeps (for logs and spans), the id echoed
 //! on HTTP responses, and the key replicas are chosen by.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -37,6 +35,7 @@ use crate::auth::Principal;
 use crate::body::ProxyBody;
 use crate::context::RequestRecord;
 use crate::error::ProxyError;
+use crate::phase::ResponseFuture;
 use crate::route::{Protocol, Route};
 
 /// The runtime session id of HTTP routes (SPEC §5).
@@ -223,8 +222,6 @@ impl<S> Layer<S> for SessionLayer {
 pub struct Sessions<S> {
     inner: S,
 }
-
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 impl<S, B> Service<Request<B>> for Sessions<S>
 where

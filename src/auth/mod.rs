@@ -20,8 +20,6 @@ pub mod policy;
 pub mod token;
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +39,7 @@ use self::token::{Jws, TokenError};
 use crate::body::ProxyBody;
 use crate::context::{AuthRecord, RequestRecord};
 use crate::error::ProxyError;
+use crate::phase::ResponseFuture;
 use crate::quota::QuotaError;
 use crate::quota::headers::{Limit, Throttle};
 use crate::route::{Route, Target};
@@ -395,7 +394,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))

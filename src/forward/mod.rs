@@ -19,8 +19,6 @@ mod send;
 pub mod sigv4;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,6 +33,7 @@ pub(crate) use self::client::UpstreamClients;
 use crate::body::{BoxError, ProxyBody};
 use crate::context::RequestRecord;
 use crate::error::ProxyError;
+use crate::phase::ResponseFuture;
 use crate::route::Route;
 
 /// Why the upstream exchange failed before a response arrived.
@@ -69,7 +68,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))

@@ -146,7 +146,8 @@ impl Pool {
             Some(port) if Some(port) != default_port => format!("{}:{port}", authority.host()),
             _ => authority.host().to_owned(),
         };
-        let host = HeaderValue::try_from(host).map_err(|_| "upstream host is not a valid Host")?;
+        let host = HeaderValue::try_from(host.as_str())
+            .map_err(|_| format!("upstream host {host:?} cannot be sent as a Host header"))?;
         let origin = Uri::builder()
             .scheme(scheme)
             .authority(authority)

@@ -6,7 +6,6 @@
 //! Every other request (GET, DELETE, routes without `mcp`) passes with its body still
 //! streaming: the body type only gains a [`PolicyBody::Stream`] wrapper, no read, no copy.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,6 +30,7 @@ use crate::auth::claims::Claims;
 use crate::body::{BoxError, ProxyBody};
 use crate::context::{McpRecord, RequestRecord};
 use crate::error::ProxyError;
+use crate::phase::ResponseFuture;
 use crate::route::Route;
 
 pin_project! {
@@ -127,8 +127,6 @@ impl<S> Layer<S> for McpPolicyLayer {
 pub struct McpPolicyService<S> {
     inner: S,
 }
-
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 impl<S, B> Service<Request<B>> for McpPolicyService<S>
 where

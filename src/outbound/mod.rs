@@ -24,8 +24,6 @@
 pub mod cache;
 pub mod client;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +43,7 @@ use crate::body::ProxyBody;
 use crate::context::RequestRecord;
 pub use crate::context::{OutboundRecord, OutboundResult};
 use crate::error::ProxyError;
+use crate::phase::ResponseFuture;
 use crate::route::Route;
 
 /// Why the upstream could not be given its credential. Nothing is forwarded.
@@ -258,8 +257,6 @@ pub struct Outbound<S> {
     inner: S,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
-
 impl<S, B> Service<Request<B>> for Outbound<S>
 where
     S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
@@ -271,7 +268,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Either<S::Future, BoxFuture>;
+    type Future = Either<S::Future, ResponseFuture>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))

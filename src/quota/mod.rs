@@ -27,9 +27,7 @@ pub mod policy;
 pub mod redis;
 pub mod rules;
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,6 +47,7 @@ use crate::body::ProxyBody;
 use crate::context::{ConnInfo, RequestRecord};
 use crate::error::ProxyError;
 use crate::mcp::McpMessage;
+use crate::phase::ResponseFuture;
 use crate::route::{Protocol, Route};
 
 pub use policy::Quotas;
@@ -83,8 +82,6 @@ impl<S> Layer<S> for QuotaLayer {
 pub struct QuotaService<S> {
     inner: S,
 }
-
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
 
 impl<S, B> Service<Request<B>> for QuotaService<S>
 where

@@ -40,7 +40,9 @@ pub(super) fn start(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a worker runtime: {e}"))?;
+        .map_err(|e| {
+            format!("cannot start request thread {index}'s runtime: {e} (lower --threads)")
+        })?;
     std::thread::Builder::new()
         .name(format!("gatehouse-worker-{index}"))
         .spawn(move || {
@@ -71,7 +73,7 @@ pub(super) fn start(
             drop(runtime);
             let _ = done_tx.send(());
         })
-        .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        .map_err(|e| format!("cannot start request thread {index}: {e} (lower --threads)"))?;
     Ok(Worker {
         accepting: Some(accepting_rx),
         exit: exit_tx,

@@ -63,11 +63,7 @@ async fn twenty_reloads_then_a_sigterm_under_load_lose_no_request() {
         &support_route(),
     )
     .await;
-    let token = {
-        let mut claims = default_claims();
-        claims.iss = issuer.issuer();
-        issuer.mint(&claims).unwrap()
-    };
+    let token = token_of(&issuer);
 
     // Reloads: the file alternates between two valid configurations, SIGHUP every 200 ms.
     let load = tokio::spawn(load::run(plan(&binary, &token, 6), |_| {}));

@@ -427,6 +427,13 @@ impl Edge {
     }
 }
 
+/// A valid token for `issuer` (the default claims), for tests that drive a [`Binary`].
+pub fn token_of(issuer: &TestIssuer) -> String {
+    let mut claims = default_claims();
+    claims.iss = issuer.issuer();
+    issuer.mint(&claims).unwrap()
+}
+
 pub fn default_claims() -> MintOptions {
     MintOptions {
         sub: Some("user-1".into()),

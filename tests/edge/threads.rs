@@ -38,11 +38,7 @@ async fn three_request_threads_serve_every_connection_and_drain_on_sigterm() {
         "{} worker threads",
         worker_threads(&pid)
     );
-    let token = {
-        let mut claims = default_claims();
-        claims.iss = issuer.issuer();
-        issuer.mint(&claims).unwrap()
-    };
+    let token = token_of(&issuer);
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let plan = Plan {
