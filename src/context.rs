@@ -14,7 +14,7 @@ use http::{Method, Request};
 
 use crate::auth::AuthOutcome;
 use crate::cors::CorsPolicy;
-use crate::route::Route;
+use crate::route::{Route, Target};
 use crate::settings::Settings;
 use crate::telemetry::spans::SpanCapture;
 use crate::telemetry::trace::TraceContext;
@@ -151,7 +151,8 @@ pub struct RequestRecord {
     pub trace: TraceContext,
     /// The configuration this request runs on, start to finish.
     pub settings: Arc<Settings>,
-    route: OnceLock<Arc<Route>>,
+    /// The resolved route and what the request asks of it (the routing phase's answer).
+    route: OnceLock<(Arc<Route>, Target)>,
     auth: OnceLock<AuthRecord>,
     session_id: OnceLock<HeaderValue>,
     mcp: OnceLock<McpRecord>,
@@ -208,11 +209,14 @@ impl RequestRecord {
         self.capture.as_deref()
     }
 
-    pub fn set_route(&self, route: Arc<Route>) {
-        let _ = self.route.set(route);
+    pub fn set_route(&self, route: Arc<Route>, target: Target) {
+        let _ = self.route.set((route, target));
     }
     pub fn route(&self) -> Option<&Arc<Route>> {
-        self.route.get()
+        self.route.get().map(|(route, _)| route)
+    }
+    pub fn target(&self) -> Option<&Target> {
+        self.route.get().map(|(_, target)| target)
     }
     pub fn set_auth(&self, auth: AuthRecord) {
         if let Some(capture) = self.capture() {
@@ -303,4 +307,20 @@ impl RequestRecord {
         self.upstream_status()
             .map(|_| Duration::from_micros(self.upstream_duration_us.load(Ordering::Relaxed)))
     }
+}
+
+/// The request's record, which the record phase puts in the extensions of every request
+/// (the one per-request extension besides the principal: the other facts live in it).
+pub(crate) fn record_of(extensions: &http::Extensions) -> Option<&Arc<RequestRecord>> {
+    extensions.get::<Arc<RequestRecord>>()
+}
+
+/// The request's route, once the routing phase resolved it.
+pub(crate) fn route_of(extensions: &http::Extensions) -> Option<&Arc<Route>> {
+    record_of(extensions)?.route()
+}
+
+/// What the request asks of its route, once the routing phase resolved it.
+pub(crate) fn target_of(extensions: &http::Extensions) -> Option<&Target> {
+    record_of(extensions)?.target()
 }

@@ -23,9 +23,9 @@ use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
-use crate::context::RequestRecord;
+use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
-use crate::route::{Protocol, Route};
+use crate::route::Protocol;
 
 /// Request headers a browser may always send.
 const DEFAULT_ALLOWED: [&str; 13] = [
@@ -187,7 +187,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = request.extensions().get::<Arc<Route>>();
+        let route = route_of(request.extensions());
         let policy = route.and_then(|r| r.cors.clone());
         let mcp = route.is_some_and(|r| r.protocol == Protocol::Mcp);
         let origin = request.headers().get(header::ORIGIN).cloned();

@@ -19,10 +19,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::auth::Principal;
-use crate::context::RequestRecord;
+use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::Check;
-use crate::route::{Protocol, Route};
+use crate::route::Protocol;
 
 pub static REQUEST_ID_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id");
@@ -306,7 +306,7 @@ impl Check for Enrich {
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
         let extensions = request.extensions();
         let (Some(route), Some(record)) = (
-            extensions.get::<Arc<Route>>(),
+            route_of(extensions),
             extensions.get::<Arc<RequestRecord>>(),
         ) else {
             return Err(ProxyError::NoRoute);

@@ -19,7 +19,7 @@ use tower::{Layer, Service};
 use crate::auth::AuthError;
 use crate::auth::challenge::{Challenge, base_url};
 use crate::body::ProxyBody;
-use crate::context::RequestRecord;
+use crate::context::{RequestRecord, route_of, target_of};
 use crate::error::ProxyError;
 use crate::route::{Route, Target};
 
@@ -60,11 +60,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some(Target::Metadata { resource_path }) =
-            request.extensions().get::<Target>().cloned()
+            target_of(request.extensions()).cloned()
         else {
             return Either::Left(self.inner.call(request));
         };
-        let route = request.extensions().get::<Arc<Route>>().cloned();
+        let route = route_of(request.extensions()).cloned();
         let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
         let base = record.as_ref().map(|r| base_url(r, request.headers()));
         let method = request.method().clone();

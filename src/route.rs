@@ -168,8 +168,9 @@ impl RouteTable {
     }
 }
 
-/// Resolves the route before anything else: every later phase is per route. Puts
-/// `Arc<Route>` and [`Target`] in the request extensions.
+/// Resolves the route before anything else: every later phase is per route. Records the
+/// route and its [`Target`] in the request record (read them with
+/// [`crate::context::route_of`] and [`crate::context::target_of`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Routing;
 
@@ -184,9 +185,7 @@ impl Check for Routing {
             .routes
             .resolve(request.uri().path())
             .ok_or(ProxyError::NoRoute)?;
-        record.set_route(route.clone());
-        request.extensions_mut().insert(route);
-        request.extensions_mut().insert(target);
+        record.set_route(route, target);
         Ok(())
     }
 }

@@ -268,10 +268,9 @@ fn connection(
     let local = stream.local_addr().ok();
     let stream = Lingering::new(stream);
     let info = ConnInfo::new(remote, context.tls.is_some()).on_listener(local);
-    let service = crate::stack::build::<Incoming>(context.app.clone());
+    let service = crate::stack::for_connection::<Incoming>(context.app.clone(), info);
     let draining = context.watcher.flag();
-    let hyper_service = service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(info.clone());
+    let hyper_service = service_fn(move |request: Request<Incoming>| {
         let http1 = request.version() < Version::HTTP_2;
         let draining = draining.clone();
         service.clone().oneshot(request).map(move |mut result| {

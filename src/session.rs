@@ -20,7 +20,6 @@
 //! generation, the binding, what the request record keeps (for logs and spans), the id echoed
 //! on HTTP responses, and the key replicas are chosen by.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use aws_lc_rs::{constant_time, hmac};
@@ -33,7 +32,7 @@ use tower::{Layer, Service};
 
 use crate::auth::Principal;
 use crate::body::ProxyBody;
-use crate::context::RequestRecord;
+use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::route::{Protocol, Route};
@@ -245,7 +244,7 @@ where
         let (mut parts, body) = request.into_parts();
         let extensions = &parts.extensions;
         let (Some(route), Some(principal)) = (
-            extensions.get::<Arc<Route>>(),
+            route_of(extensions),
             extensions.get::<Principal>(),
         ) else {
             return Either::Left(self.inner.call(Request::from_parts(parts, body)));
@@ -358,6 +357,7 @@ mod tests {
     use super::*;
     use crate::auth::claims::Claims;
     use crate::test_support::headers;
+    use std::sync::Arc;
 
     fn principal(iss: &str, sub: Option<&str>, client_id: Option<&str>) -> Principal {
         let mut claims = Claims::parse(br#"{"exp": 4102444800}"#).unwrap();

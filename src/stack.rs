@@ -17,6 +17,7 @@ use tower::{Service, ServiceBuilder};
 use crate::app::App;
 use crate::auth::AuthLayer;
 use crate::body::BoxError;
+use crate::context::ConnInfo;
 use crate::cors::CorsLayer;
 use crate::enrich::Enrich;
 use crate::forward::Forward;
@@ -30,10 +31,26 @@ use crate::route::Routing;
 use crate::session::SessionLayer;
 use crate::telemetry::record::{RecordBody, RecordLayer};
 
-/// Builds the stack for request bodies of type `B` (hyper's `Incoming` in the server, any
-/// body in tests).
+/// Builds the stack for request bodies of type `B` (any body: tests, benches), as if for a
+/// connection whose address is unknown (`0.0.0.0`).
 pub fn build<B>(
     app: Arc<App>,
+) -> impl Service<Request<B>, Response = Response<RecordBody>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    for_connection(app, ConnInfo::default())
+}
+
+/// Builds the stack for the requests of one client connection (the server builds one per
+/// accepted connection; the record carries `conn` instead of each request's extensions).
+pub(crate) fn for_connection<B>(
+    app: Arc<App>,
+    conn: ConnInfo,
 ) -> impl Service<Request<B>, Response = Response<RecordBody>, Error = Infallible, Future: Send>
 + Clone
 + Send
@@ -46,7 +63,7 @@ where
         // Outermost, so it sees every outcome: opens the request record (id, trace, the
         // settings snapshot), turns errors from any layer below into their one response
         // (error.rs), adds the headers all responses share, and logs when the body ends.
-        .layer(RecordLayer::new(app.clone()))
+        .layer(RecordLayer::new(app.clone(), conn))
         // Needs the record's settings snapshot. Everything below is per route.
         .layer(Phase(Routing))
         // Cheap refusals (431, declared 413) before any real work.

@@ -37,7 +37,7 @@ use self::keys::{KeySet, Lookup};
 use self::policy::{Denial, Policy};
 use self::token::{Jws, TokenError};
 use crate::body::ProxyBody;
-use crate::context::{AuthRecord, RequestRecord};
+use crate::context::{AuthRecord, RequestRecord, route_of, target_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::quota::QuotaError;
@@ -405,12 +405,12 @@ where
         let cache = self.cache.clone();
         Box::pin(async move {
             let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
-            let route = request.extensions().get::<Arc<Route>>().cloned();
+            let route = route_of(request.extensions()).cloned();
             let (Some(record), Some(route)) = (record, route) else {
                 return Err(ProxyError::NoRoute);
             };
             let metadata = matches!(
-                request.extensions().get::<Target>(),
+                target_of(request.extensions()),
                 Some(Target::Metadata { .. })
             );
             let Some(authorizer) = route.auth.as_ref().filter(|_| !metadata) else {

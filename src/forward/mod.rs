@@ -31,10 +31,9 @@ use tower::Service;
 pub(crate) use self::body::UpstreamBody;
 pub(crate) use self::client::UpstreamClients;
 use crate::body::{BoxError, ProxyBody};
-use crate::context::RequestRecord;
+use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
-use crate::route::Route;
 
 /// Why the upstream exchange failed before a response arrived.
 #[derive(Debug, Clone)]
@@ -75,7 +74,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = request.extensions().get::<Arc<Route>>().cloned();
+        let route = route_of(request.extensions()).cloned();
         let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
         Box::pin(async move {
             let (Some(route), Some(record)) = (route, record) else {

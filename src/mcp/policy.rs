@@ -28,7 +28,7 @@ use crate::auth::Principal;
 use crate::auth::challenge::{self, Challenge};
 use crate::auth::claims::Claims;
 use crate::body::{BoxError, ProxyBody};
-use crate::context::{McpRecord, RequestRecord};
+use crate::context::{McpRecord, RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::route::Route;
@@ -147,9 +147,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let policy = request
-            .extensions()
-            .get::<Arc<Route>>()
+        let policy = route_of(request.extensions())
             .and_then(|route| route.mcp.clone())
             .filter(|_| request.method() == Method::POST);
         let Some(policy) = policy else {
@@ -174,7 +172,7 @@ where
                     (Err(_), false) => Decision::LogOnlyDeny,
                 });
             let record = parts.extensions.get::<Arc<RequestRecord>>().cloned();
-            let route = parts.extensions.get::<Arc<Route>>().cloned();
+            let route = route_of(&parts.extensions).cloned();
             note(
                 record.as_deref(),
                 route.as_deref(),

@@ -40,11 +40,10 @@ use self::client::{EndpointError, Grant, TokenRequest};
 use crate::auth::cache::TokenHash;
 use crate::auth::jwks::{Fetcher, Issuer};
 use crate::body::ProxyBody;
-use crate::context::RequestRecord;
+use crate::context::{RequestRecord, route_of};
 pub use crate::context::{OutboundRecord, OutboundResult};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
-use crate::route::Route;
 
 /// Why the upstream could not be given its credential. Nothing is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,9 +274,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Some(route) = request
-            .extensions()
-            .get::<Arc<Route>>()
+        let Some(route) = route_of(request.extensions())
             .filter(|r| r.outbound.is_some())
             .cloned()
         else {

@@ -44,11 +44,11 @@ use self::redis::{Bucket, Verdict};
 use self::rules::{KeyInput, build_key};
 use crate::auth::Principal;
 use crate::body::ProxyBody;
-use crate::context::{ConnInfo, RequestRecord};
+use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::mcp::McpMessage;
 use crate::phase::ResponseFuture;
-use crate::route::{Protocol, Route};
+use crate::route::Protocol;
 
 pub use policy::Quotas;
 
@@ -101,9 +101,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(quotas) = request
-            .extensions()
-            .get::<Arc<Route>>()
+        let Some(quotas) = route_of(request.extensions())
             .and_then(|r| r.quotas.clone())
         else {
             return Either::Left(self.inner.call(request));
@@ -205,12 +203,11 @@ impl RouteQuotas {
 fn admit_locally<B>(quotas: &RouteQuotas, request: &Request<B>) -> Result<Admission, ProxyError> {
     let extensions = request.extensions();
     let record = extensions.get::<Arc<RequestRecord>>();
-    let ip = extensions
-        .get::<ConnInfo>()
-        .or(record.map(|r| &r.conn))
+    let ip = record
+        .map(|r| &r.conn)
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.remote.ip());
     let input = KeyInput {
-        route: extensions.get::<Arc<Route>>().map_or("", |r| &r.name),
+        route: route_of(extensions).map_or("", |r| &r.name),
         principal: extensions.get::<Principal>(),
         ip,
         message: extensions.get::<McpMessage>(),
@@ -287,8 +284,7 @@ impl Facts {
     fn of<B>(request: &Request<B>) -> Self {
         let extensions = request.extensions();
         let mcp_post = request.method() == Method::POST
-            && extensions
-                .get::<Arc<Route>>()
+            && route_of(extensions)
                 .is_some_and(|r| r.protocol == Protocol::Mcp);
         Self {
             record: extensions.get::<Arc<RequestRecord>>().cloned(),

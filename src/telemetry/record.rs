@@ -30,11 +30,13 @@ use crate::error::{ErrorReason, ProxyError};
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
     app: Arc<App>,
+    conn: ConnInfo,
 }
 
 impl RecordLayer {
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    /// For the requests of one client connection (`conn`; the stack is built per connection).
+    pub fn new(app: Arc<App>, conn: ConnInfo) -> Self {
+        Self { app, conn }
     }
 }
 
@@ -44,6 +46,7 @@ impl<S> Layer<S> for RecordLayer {
         Record {
             inner,
             app: self.app.clone(),
+            conn: self.conn.clone(),
         }
     }
 }
@@ -53,6 +56,7 @@ impl<S> Layer<S> for RecordLayer {
 pub struct Record<S> {
     inner: S,
     app: Arc<App>,
+    conn: ConnInfo,
 }
 
 static X_AMZN_REQUESTID: HeaderName = HeaderName::from_static("x-amzn-requestid");
@@ -76,14 +80,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let conn = request
-            .extensions()
-            .get::<ConnInfo>()
-            .cloned()
-            .unwrap_or_default();
         let record = Arc::new(RequestRecord::new(
             &request,
-            conn,
+            self.conn.clone(),
             self.app.settings(),
             self.app.spans.is_some(),
         ));
