@@ -305,10 +305,9 @@ pub struct Enrich;
 impl Check for Enrich {
     fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
         let extensions = request.extensions();
-        let (Some(route), Some(record)) = (
-            route_of(extensions),
-            extensions.get::<Arc<RequestRecord>>(),
-        ) else {
+        let (Some(route), Some(record)) =
+            (route_of(extensions), extensions.get::<Arc<RequestRecord>>())
+        else {
             return Err(ProxyError::NoRoute);
         };
         let headers = route.headers.upstream_headers(

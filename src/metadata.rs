@@ -59,8 +59,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(Target::Metadata { resource_path }) =
-            target_of(request.extensions()).cloned()
+        let Some(Target::Metadata { resource_path }) = target_of(request.extensions()).cloned()
         else {
             return Either::Left(self.inner.call(request));
         };

@@ -37,9 +37,11 @@ use futures_util::FutureExt;
 use http::header::{CONNECTION, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -118,6 +120,14 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(parser_limit.max(8 * 1024 + 1))
         .keep_alive(true);
+    // The same HTTP/1.1 settings, for connections known to speak it (most): served by hyper
+    // directly, without hyper-util's wrapper (see `sniff`).
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(parser_limit.max(8 * 1024 + 1))
+        .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -132,6 +142,7 @@ pub async fn serve(
     let context = AcceptContext {
         app: app.clone(),
         builder,
+        http1,
         tls,
         watcher: drain.watcher(),
         permits,
@@ -206,6 +217,7 @@ pub async fn serve(
 struct AcceptContext {
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
     tls: Option<TlsAcceptor>,
     watcher: Watcher,
     permits: Arc<Semaphore>,
@@ -266,7 +278,6 @@ fn connection(
     let _ = stream.set_nodelay(true);
     // The listener's own address: its origins are the edge's own (SPEC §8).
     let local = stream.local_addr().ok();
-    let stream = Lingering::new(stream);
     let info = ConnInfo::new(remote, context.tls.is_some()).on_listener(local);
     let service = crate::stack::for_connection::<Incoming>(context.app.clone(), info);
     let draining = context.watcher.flag();
@@ -287,35 +298,78 @@ fn connection(
             result
         })
     });
-    let builder = context.builder.clone();
+    let builders = (context.builder.clone(), context.http1.clone());
     let tls = context.tls.clone();
     let timeout = context.handshake_timeout;
     let watcher = context.watcher.clone();
     async move {
         match tls {
-            None => serve_connection(builder, stream, hyper_service, watcher, false).await,
+            None => {
+                // A client silent for the whole header timeout is closed, as one whose
+                // headers do not arrive in time would be.
+                let Ok(version) = tokio::time::timeout(timeout, sniff(&stream)).await else {
+                    return;
+                };
+                let stream = Lingering::new(stream);
+                serve_connection(builders, stream, hyper_service, watcher, version).await;
+            }
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+                let handshake =
+                    tokio::time::timeout(timeout, acceptor.accept(Lingering::new(stream))).await;
                 let Ok(Ok(tls_stream)) = handshake else {
                     tracing::debug!(%remote, "TLS handshake failed or timed out");
                     return;
                 };
-                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                serve_connection(builder, tls_stream, hyper_service, watcher, h2).await;
+                let version = match tls_stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Some(Version::HTTP_2),
+                    Some(b"http/1.1") => Some(Version::HTTP_11),
+                    _ => None,
+                };
+                // Boxed: a TLS connection's state (rustls's buffers inline) would otherwise
+                // size every plaintext connection's task as well.
+                Box::pin(serve_connection(
+                    builders,
+                    tls_stream,
+                    hyper_service,
+                    watcher,
+                    version,
+                ))
+                .await;
             }
         }
         drop(permit);
     }
 }
 
-/// Runs hyper on one connection until it closes, and drains it when the drain starts (see
-/// the `drain` module for why HTTP/1.1 waits for an idle moment and HTTP/2 does not).
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol of a plaintext connection, from its first bytes without consuming them: the
+/// HTTP/2 preface means h2 with prior knowledge, anything else HTTP/1.x; `None` when the
+/// first bytes are the start of the preface but not all of it (hyper-util then reads on).
+/// Knowing it up front spares hyper-util's own sniffing, which reads the first 24 bytes ahead
+/// of hyper: hyper's read buffer then grows to 16 KiB for the connection's life instead of
+/// 8 KiB (docs/performance.md, memory per idle connection).
+async fn sniff(stream: &TcpStream) -> Option<Version> {
+    let mut first = [0u8; 24];
+    match stream.peek(&mut first).await {
+        // Closed or failed before a byte: hyper sees the same and ends the connection.
+        Ok(0) | Err(_) => Some(Version::HTTP_11),
+        Ok(24) if &first == H2_PREFACE => Some(Version::HTTP_2),
+        Ok(n) if first[..n] == H2_PREFACE[..n] => None,
+        Ok(_) => Some(Version::HTTP_11),
+    }
+}
+
+/// Runs hyper on one connection until it closes: HTTP/1.1 straight on hyper's own
+/// connection (inline in the connection's task, which then holds no HTTP/2 state), HTTP/2 or
+/// a protocol still to sniff on hyper-util's (boxed).
 async fn serve_connection<I, S, B>(
-    builder: auto::Builder<TokioExecutor>,
+    (builder, http1): (auto::Builder<TokioExecutor>, http1::Builder),
     io: I,
     service: S,
-    mut watcher: Watcher,
-    h2: bool,
+    watcher: Watcher,
+    version: Option<Version>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -325,9 +379,28 @@ async fn serve_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
+    let io = TokioIo::new(io);
+    match version {
+        Some(Version::HTTP_2) => {
+            let builder = builder.http2_only();
+            let connection = builder.serve_connection(io, service).into_owned();
+            Box::pin(drive(connection, watcher, true)).await;
+        }
+        Some(_) => drive(http1.serve_connection(io, service), watcher, false).await,
+        None => {
+            Box::pin(drive(
+                builder.serve_connection(io, service).into_owned(),
+                watcher,
+                false,
+            ))
+            .await
+        }
+    }
+}
+
+/// Drives a connection to its end, and drains it when the drain starts (see the `drain`
+/// module for why HTTP/1.1 waits for an idle moment and HTTP/2 does not).
+async fn drive<C: GracefulConnection>(connection: C, mut watcher: Watcher, h2: bool) {
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => return,

@@ -243,10 +243,8 @@ where
         // Split, so the headers can change while the route and principal are borrowed.
         let (mut parts, body) = request.into_parts();
         let extensions = &parts.extensions;
-        let (Some(route), Some(principal)) = (
-            route_of(extensions),
-            extensions.get::<Principal>(),
-        ) else {
+        let (Some(route), Some(principal)) = (route_of(extensions), extensions.get::<Principal>())
+        else {
             return Either::Left(self.inner.call(Request::from_parts(parts, body)));
         };
         let Some(binding) = &route.session_binding else {

@@ -40,8 +40,8 @@ use self::client::{EndpointError, Grant, TokenRequest};
 use crate::auth::cache::TokenHash;
 use crate::auth::jwks::{Fetcher, Issuer};
 use crate::body::ProxyBody;
-use crate::context::{RequestRecord, route_of};
 pub use crate::context::{OutboundRecord, OutboundResult};
+use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 

@@ -101,9 +101,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(quotas) = route_of(request.extensions())
-            .and_then(|r| r.quotas.clone())
-        else {
+        let Some(quotas) = route_of(request.extensions()).and_then(|r| r.quotas.clone()) else {
             return Either::Left(self.inner.call(request));
         };
         let admitted = match admit_locally(&quotas, &request) {
@@ -284,8 +282,7 @@ impl Facts {
     fn of<B>(request: &Request<B>) -> Self {
         let extensions = request.extensions();
         let mcp_post = request.method() == Method::POST
-            && route_of(extensions)
-                .is_some_and(|r| r.protocol == Protocol::Mcp);
+            && route_of(extensions).is_some_and(|r| r.protocol == Protocol::Mcp);
         Self {
             record: extensions.get::<Arc<RequestRecord>>().cloned(),
             jsonrpc: mcp_post.then(|| extensions.get::<McpMessage>().and_then(|m| m.id.clone())),

@@ -112,6 +112,32 @@ async fn h2c_clients_work() {
 }
 
 #[tokio::test]
+async fn an_h2c_preface_split_across_packets_is_still_http2() {
+    // The edge tells HTTP/2 from HTTP/1.1 by peeking at a connection's first bytes; when they
+    // are only the start of the preface, hyper-util reads on and decides.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge = Edge::start("", &support_route()).await;
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    stream.write_all(&preface[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(&preface[5..]).await.unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("the edge answers")
+        .unwrap();
+    // An HTTP/1.1 parser would have answered "HTTP/1.1 400".
+    assert_eq!(head[3], 4, "the edge's first frame is SETTINGS: {head:?}");
+}
+
+#[tokio::test]
 async fn tls_listener_negotiates_h2_and_http11() {
     let issuer = issuer().await;
     let agent = agent().await;
