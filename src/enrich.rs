@@ -199,27 +199,25 @@ impl HeaderPolicy {
 
     fn forwarded_headers(&self, client: &HeaderMap, record: &RequestRecord, out: &mut HeaderMap) {
         let ip = &record.conn.remote_ip;
-        let xff = match client.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(previous) if self.trust_forwarded => {
+        // The client's own values are looked up only when they are trusted.
+        let trusted = |name: &HeaderName| self.trust_forwarded.then(|| client.get(name)).flatten();
+        let xff = match trusted(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) => {
                 HeaderValue::from_str(&format!("{previous}, {}", ip.to_str().unwrap_or_default()))
                     .ok()
             }
-            _ => Some(ip.clone()),
+            None => Some(ip.clone()),
         };
         if let Some(value) = xff {
             out.insert(X_FORWARDED_FOR.clone(), value);
         }
-        let proto = match client.get(&X_FORWARDED_PROTO) {
-            Some(previous) if self.trust_forwarded => previous.clone(),
-            _ => HeaderValue::from_static(if record.conn.tls { "https" } else { "http" }),
+        let proto = match trusted(&X_FORWARDED_PROTO) {
+            Some(previous) => previous.clone(),
+            None => HeaderValue::from_static(if record.conn.tls { "https" } else { "http" }),
         };
         out.insert(X_FORWARDED_PROTO.clone(), proto);
-        let host = match client.get(&X_FORWARDED_HOST) {
-            Some(previous) if self.trust_forwarded => Some(previous.clone()),
-            _ => client.get(header::HOST).cloned(),
-        };
-        if let Some(host) = host {
-            out.insert(X_FORWARDED_HOST.clone(), host);
+        if let Some(host) = trusted(&X_FORWARDED_HOST).or_else(|| client.get(header::HOST)) {
+            out.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
     }
 
