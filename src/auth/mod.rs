@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::{Either, ready};
 use http::{HeaderMap, Request, Response};
 use jsonwebtoken::Algorithm;
 use tower::{Layer, Service};
@@ -37,7 +38,7 @@ use self::keys::{KeySet, Lookup};
 use self::policy::{Denial, Policy};
 use self::token::{Jws, TokenError};
 use crate::body::ProxyBody;
-use crate::context::{AuthRecord, RequestRecord, route_of, target_of};
+use crate::context::{AuthRecord, RequestRecord, record_of, route_of, target_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::quota::QuotaError;
@@ -394,28 +395,30 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = ResponseFuture;
+    type Future = Either<S::Future, ResponseFuture>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let extensions = request.extensions();
+        let (Some(record), Some(route)) = (record_of(extensions), route_of(extensions)) else {
+            return Either::Right(Box::pin(ready(Err(ProxyError::NoRoute))));
+        };
+        let metadata = matches!(target_of(extensions), Some(Target::Metadata { .. }));
+        // No token to check (authorizerType NONE, or a metadata document): the inner future
+        // as it is, not boxed.
+        if route.auth.is_none() || metadata {
+            record.set_auth(AuthRecord::new(AuthOutcome::None, Duration::ZERO));
+            return Either::Left(self.inner.call(request));
+        }
+        let (record, route) = (record.clone(), route.clone());
         let mut inner = self.inner.clone();
         let cache = self.cache.clone();
-        Box::pin(async move {
-            let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
-            let route = route_of(request.extensions()).cloned();
-            let (Some(record), Some(route)) = (record, route) else {
+        Either::Right(Box::pin(async move {
+            let Some(authorizer) = route.auth.as_ref() else {
                 return Err(ProxyError::NoRoute);
-            };
-            let metadata = matches!(
-                target_of(request.extensions()),
-                Some(Target::Metadata { .. })
-            );
-            let Some(authorizer) = route.auth.as_ref().filter(|_| !metadata) else {
-                record.set_auth(AuthRecord::new(AuthOutcome::None, Duration::ZERO));
-                return inner.call(request).await;
             };
             // An address over its budget of failed validations is refused before any token
             // work: a forged-token flood costs one lookup per request, not a verification.
@@ -487,6 +490,6 @@ where
                     })
                 }
             }
-        })
+        }))
     }
 }
