@@ -314,27 +314,24 @@ fn connection(
                 serve_connection(builders, stream, hyper_service, watcher, version).await;
             }
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(timeout, acceptor.accept(Lingering::new(stream))).await;
-                let Ok(Ok(tls_stream)) = handshake else {
-                    tracing::debug!(%remote, "TLS handshake failed or timed out");
-                    return;
+                // Boxed, handshake and all: rustls's state is kilobytes inline, and would
+                // otherwise size every plaintext connection's task as well.
+                let tls = async move {
+                    let handshake =
+                        tokio::time::timeout(timeout, acceptor.accept(Lingering::new(stream)))
+                            .await;
+                    let Ok(Ok(tls_stream)) = handshake else {
+                        tracing::debug!(%remote, "TLS handshake failed or timed out");
+                        return;
+                    };
+                    let version = match tls_stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Some(Version::HTTP_2),
+                        Some(b"http/1.1") => Some(Version::HTTP_11),
+                        _ => None,
+                    };
+                    serve_connection(builders, tls_stream, hyper_service, watcher, version).await;
                 };
-                let version = match tls_stream.get_ref().1.alpn_protocol() {
-                    Some(b"h2") => Some(Version::HTTP_2),
-                    Some(b"http/1.1") => Some(Version::HTTP_11),
-                    _ => None,
-                };
-                // Boxed: a TLS connection's state (rustls's buffers inline) would otherwise
-                // size every plaintext connection's task as well.
-                Box::pin(serve_connection(
-                    builders,
-                    tls_stream,
-                    hyper_service,
-                    watcher,
-                    version,
-                ))
-                .await;
+                Box::pin(tls).await;
             }
         }
         drop(permit);
