@@ -2,16 +2,22 @@
 //! policy checks and the identity headers.
 //!
 //! Registered claims are typed (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `client_id`,
-//! `scope`/`scp`); every claim is also kept as JSON for `customClaims`, `claimsToHeaders` and
-//! `claimsToBaggage`. Parsing is deliberately strict because the payload is attacker-chosen
-//! until the signature is checked, and a lenient reading is how confusion bugs start: a
-//! duplicate top-level name, a registered claim of the wrong JSON type, or a NumericDate that
-//! is not a finite number within years 0..9999 rejects the whole token.
+//! `scope`/`scp`); every claim is also kept for `customClaims`, `claimsToHeaders`,
+//! `claimsToBaggage`, quota keys and Cedar tags. Parsing is deliberately strict because the
+//! payload is attacker-chosen until the signature is checked, and a lenient reading is how
+//! confusion bugs start: a duplicate top-level name, a registered claim of the wrong JSON type,
+//! or a NumericDate that is not a finite number within years 0..9999 rejects the whole token.
+//!
+//! Claims live as long as their token stays in the verified-token cache (up to `maxEntries`
+//! of them), so they are stored once and compactly: every claim name and string value in one
+//! text, each claim as two offsets into it (sorted by name, found by binary search), other
+//! values as JSON beside it, and the registered claims as offsets and numbers, so that
+//! reading them on a cache hit costs no lookup.
 //!
 //! ```
 //! use gatehouse::auth::claims::Claims;
 //! let c = Claims::parse(br#"{"iss":"https://idp","exp":2000000000,"aud":"api","scope":"a b"}"#).unwrap();
-//! assert_eq!(c.aud, vec!["api".to_string()]);
+//! assert_eq!(c.aud().collect::<Vec<_>>(), ["api"]);
 //! assert!(c.has_scope("b"));
 //! ```
 
@@ -26,32 +32,133 @@ use crate::mcp::cedar::PrincipalMemo;
 /// Latest NumericDate accepted: 9999-12-31T23:59:59Z. Anything larger is an attack or a bug.
 const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 
-/// Parsed claims of a verified token.
+/// Parsed claims of a verified token; the default has no claims at all.
 #[derive(Clone, PartialEq)]
 pub struct Claims {
-    pub iss: Option<String>,
-    pub sub: Option<String>,
-    pub aud: Vec<String>,
-    pub exp: Option<i64>,
-    pub nbf: Option<i64>,
-    pub iat: Option<i64>,
-    pub client_id: Option<String>,
-    /// Union of the space-delimited `scope` string and the `scp` claim (array or string).
-    pub scopes: Vec<String>,
-    /// Every claim as sent, for custom-claim rules and claim-to-header mapping.
-    pub all: Map<String, Value>,
+    /// Every claim name and string value, one after the other.
+    text: Box<str>,
+    /// Every claim, sorted by name (byte order, as `serde_json::Map` sorts).
+    entries: Box<[Entry]>,
+    /// The values that are not strings, in the order of `entries`.
+    json: Box<[Value]>,
+    /// `exp`, `nbf`, `iat` in seconds, [`NO_DATE`] when absent.
+    dates: [i64; 3],
+    /// Index in `entries` of each of [`REGISTERED`], [`ABSENT`] when absent.
+    registered: [u32; 6],
     /// The caller as MCP Cedar policies see it, built on the first Cedar decision and kept
     /// with the claims: for a cached token, once per token rather than once per request.
     pub cedar: PrincipalMemo,
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Self {
+            text: Box::default(),
+            entries: Box::default(),
+            json: Box::default(),
+            dates: [NO_DATE; 3],
+            registered: [ABSENT; 6],
+            cedar: PrincipalMemo::default(),
+        }
+    }
+}
+
+/// The registered claims found without a search; `iss`, `sub`, `client_id` and `scope` are
+/// strings when present, `aud` and `scp` a string or an array of strings.
+const REGISTERED: [&str; 6] = ["iss", "sub", "client_id", "scope", "aud", "scp"];
+const ISS: usize = 0;
+const SUB: usize = 1;
+const CLIENT_ID: usize = 2;
+const SCOPE: usize = 3;
+const AUD: usize = 4;
+const SCP: usize = 5;
+const ABSENT: u32 = u32::MAX;
+/// Outside the NumericDate range.
+const NO_DATE: i64 = i64::MIN;
+
+/// A stretch of [`Claims::text`]. Offsets fit: a payload is refused if its text would not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// Where a claim's value is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// A string, in the text.
+    Str(Span),
+    /// Anything else, at this index of [`Claims::json`].
+    Json(u32),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    name: Span,
+    value: Slot,
+}
+
+/// One claim's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Claim<'a> {
+    String(&'a str),
+    /// A number, boolean, array, object or null, as sent.
+    Json(&'a Value),
+}
+
+static NULL: Value = Value::Null;
+
+impl<'a> Claim<'a> {
+    pub fn as_str(self) -> Option<&'a str> {
+        match self {
+            Self::String(s) => Some(s),
+            Self::Json(_) => None,
+        }
+    }
+
+    /// The elements, if it is an array.
+    pub fn as_array(self) -> Option<&'a [Value]> {
+        match self {
+            Self::Json(Value::Array(items)) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// Rendered for an HTTP header or baggage value: strings as-is, arrays of scalars joined
+    /// with `,`, numbers and booleans in JSON form; objects and nulls give `None`.
+    pub fn render(self) -> Option<String> {
+        match self {
+            Self::String(s) => Some(s.to_owned()),
+            Self::Json(Value::String(s)) => Some(s.clone()),
+            Self::Json(Value::Number(n)) => Some(n.to_string()),
+            Self::Json(Value::Bool(b)) => Some(b.to_string()),
+            Self::Json(Value::Array(items)) => {
+                let mut out = String::new();
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match item {
+                        Value::String(s) => out.push_str(s),
+                        Value::Number(n) => out.push_str(&n.to_string()),
+                        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+                        _ => return None,
+                    }
+                }
+                Some(out)
+            }
+            Self::Json(Value::Null | Value::Object(_)) => None,
+        }
+    }
 }
 
 // Claims are personal data; keep them out of debug output except the routing-relevant bits.
 impl fmt::Debug for Claims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Claims")
-            .field("iss", &self.iss)
-            .field("client_id", &self.client_id)
-            .field("exp", &self.exp)
+            .field("iss", &self.iss())
+            .field("client_id", &self.client_id())
+            .field("exp", &self.exp())
             .finish_non_exhaustive()
     }
 }
@@ -73,31 +180,23 @@ impl Claims {
     }
 
     fn from_map(all: Map<String, Value>) -> Result<Self, ClaimsError> {
-        let iss = string_claim(&all, "iss")?;
-        let sub = string_claim(&all, "sub")?;
-        let client_id = string_claim(&all, "client_id")?;
-        let aud = match all.get("aud") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err(ClaimsError(
-                        "claim 'aud' must be a string or an array of strings".into(),
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
+        // Every check reads the map first; only a valid payload is packed.
+        for name in ["iss", "sub", "client_id"] {
+            if all.get(name).is_some_and(|v| !v.is_string()) {
+                return Err(ClaimsError(format!("claim '{name}' must be a string")));
+            }
+        }
+        match all.get("aud") {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
             Some(_) => {
                 return Err(ClaimsError(
                     "claim 'aud' must be a string or an array of strings".into(),
                 ));
             }
-        };
-        let mut scopes = Vec::new();
+        }
         match all.get("scope") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
+            None | Some(Value::Null | Value::String(_)) => {}
             Some(_) => {
                 return Err(ClaimsError(
                     "claim 'scope' must be a space-delimited string".into(),
@@ -105,76 +204,176 @@ impl Claims {
             }
         }
         match all.get("scp") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
-            Some(Value::Array(items)) => {
-                for item in items {
-                    match item {
-                        Value::String(s) => scopes.push(s.clone()),
-                        _ => {
-                            return Err(ClaimsError(
-                                "claim 'scp' must be a string or an array of strings".into(),
-                            ));
-                        }
-                    }
-                }
-            }
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
             Some(_) => {
                 return Err(ClaimsError(
                     "claim 'scp' must be a string or an array of strings".into(),
                 ));
             }
         }
-        Ok(Self {
-            exp: numeric_date(&all, "exp")?,
-            nbf: numeric_date(&all, "nbf")?,
-            iat: numeric_date(&all, "iat")?,
-            iss,
-            sub,
-            aud,
-            client_id,
-            scopes,
-            all,
-            cedar: PrincipalMemo::default(),
-        })
+        let mut dates = [NO_DATE; 3];
+        for (date, name) in dates.iter_mut().zip(["exp", "nbf", "iat"]) {
+            *date = numeric_date(&all, name)?.unwrap_or(NO_DATE);
+        }
+        Self::pack(all, dates)
+    }
+
+    /// The compact form of a checked map (see the module comment).
+    fn pack(all: Map<String, Value>, dates: [i64; 3]) -> Result<Self, ClaimsError> {
+        let text_len: usize = all
+            .iter()
+            .map(|(name, value)| name.len() + value.as_str().map_or(0, str::len))
+            .sum();
+        if u32::try_from(text_len).is_err() || u32::try_from(all.len()).is_err() {
+            return Err(ClaimsError("token payload is too large".into()));
+        }
+        let mut text = String::with_capacity(text_len);
+        let mut entries = Vec::with_capacity(all.len());
+        let mut json = Vec::with_capacity(all.values().filter(|v| !v.is_string()).count());
+        let mut claims = Self {
+            dates,
+            ..Self::default()
+        };
+        for (name, value) in all {
+            let name_span = append(&mut text, &name);
+            let slot = match value {
+                Value::String(s) => Slot::Str(append(&mut text, &s)),
+                other => {
+                    json.push(other);
+                    Slot::Json(u32::try_from(json.len() - 1).unwrap_or(u32::MAX))
+                }
+            };
+            if let Some(i) = REGISTERED.iter().position(|r| *r == name) {
+                // A null `scope` is kept as a claim but reads as no scope, as before.
+                claims.registered[i] = u32::try_from(entries.len()).unwrap_or(ABSENT);
+            }
+            entries.push(Entry {
+                name: name_span,
+                value: slot,
+            });
+        }
+        claims.text = text.into_boxed_str();
+        claims.entries = entries.into_boxed_slice();
+        claims.json = json.into_boxed_slice();
+        Ok(claims)
+    }
+
+    fn str_at(&self, span: Span) -> &str {
+        self.text
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
+    }
+
+    fn value(&self, slot: Slot) -> Claim<'_> {
+        match slot {
+            Slot::Str(span) => Claim::String(self.str_at(span)),
+            Slot::Json(i) => Claim::Json(self.json.get(i as usize).unwrap_or(&NULL)),
+        }
+    }
+
+    /// The claim `name`, if the token has it.
+    pub fn get(&self, name: &str) -> Option<Claim<'_>> {
+        let i = self
+            .entries
+            .binary_search_by(|entry| self.str_at(entry.name).cmp(name))
+            .ok()?;
+        self.entries.get(i).map(|entry| self.value(entry.value))
+    }
+
+    /// Every claim, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Claim<'_>)> {
+        self.entries
+            .iter()
+            .map(|entry| (self.str_at(entry.name), self.value(entry.value)))
+    }
+
+    /// One of the [`REGISTERED`] claims, without a search.
+    fn registered(&self, which: usize) -> Option<Claim<'_>> {
+        let i = *self.registered.get(which)?;
+        self.entries
+            .get(i as usize)
+            .map(|entry| self.value(entry.value))
+    }
+
+    fn registered_str(&self, which: usize) -> Option<&str> {
+        self.registered(which).and_then(Claim::as_str)
+    }
+
+    fn date(&self, which: usize) -> Option<i64> {
+        self.dates.get(which).copied().filter(|d| *d != NO_DATE)
+    }
+
+    pub fn iss(&self) -> Option<&str> {
+        self.registered_str(ISS)
+    }
+
+    pub fn sub(&self) -> Option<&str> {
+        self.registered_str(SUB)
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        self.registered_str(CLIENT_ID)
+    }
+
+    pub fn exp(&self) -> Option<i64> {
+        self.date(0)
+    }
+
+    pub fn nbf(&self) -> Option<i64> {
+        self.date(1)
+    }
+
+    pub fn iat(&self) -> Option<i64> {
+        self.date(2)
+    }
+
+    /// The audiences: `aud` as one string or an array of strings; none for null or `[]`.
+    pub fn aud(&self) -> impl Iterator<Item = &str> {
+        self.strings(AUD, false)
+    }
+
+    /// Union of the space-delimited `scope` string and the `scp` claim (array or string),
+    /// in that order.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        let scope = self.registered_str(SCOPE).unwrap_or_default();
+        scope
+            .split_ascii_whitespace()
+            .chain(self.strings(SCP, true))
+    }
+
+    /// A string claim (split on whitespace if `split`) or the strings of an array claim.
+    fn strings(&self, which: usize, split: bool) -> impl Iterator<Item = &str> {
+        let (one, many) = match self.registered(which) {
+            Some(Claim::String(s)) => (Some(s), &[][..]),
+            Some(Claim::Json(Value::Array(items))) => (None, &items[..]),
+            _ => (None, &[][..]),
+        };
+        let (whole, words) = if split { (None, one) } else { (one, None) };
+        whole
+            .into_iter()
+            .chain(words.unwrap_or_default().split_ascii_whitespace())
+            .chain(many.iter().filter_map(Value::as_str))
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
+        self.scopes().any(|s| s == scope)
     }
 
-    /// A claim rendered for an HTTP header or baggage value: strings as-is, arrays of scalars
-    /// joined with `,`, numbers and booleans in JSON form; objects and nulls give `None`.
+    /// A claim rendered for an HTTP header or baggage value (see [`Claim::render`]).
     pub fn render(&self, name: &str) -> Option<String> {
-        match self.all.get(name)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Array(items) => {
-                let mut out = String::new();
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    match item {
-                        Value::String(s) => out.push_str(s),
-                        Value::Number(n) => out.push_str(&n.to_string()),
-                        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                        _ => return None,
-                    }
-                }
-                Some(out)
-            }
-            Value::Null | Value::Object(_) => None,
-        }
+        self.get(name)?.render()
     }
 }
 
-fn string_claim(all: &Map<String, Value>, name: &str) -> Result<Option<String>, ClaimsError> {
-    match all.get(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ClaimsError(format!("claim '{name}' must be a string"))),
+/// Appends `s` to `text`, whose final length was checked to fit a `u32`.
+fn append(text: &mut String, s: &str) -> Span {
+    let offset = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
+    let start = offset(text.len());
+    text.push_str(s);
+    Span {
+        start,
+        end: offset(text.len()),
     }
 }
 
@@ -268,11 +467,13 @@ mod tests {
             r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":1.9,"iat":2,"client_id":"c","scope":"x  y","scp":["z"]}"#,
         )
         .unwrap();
-        assert_eq!(c.iss.as_deref(), Some("i"));
-        assert_eq!(c.aud, vec!["a", "b"]);
-        assert_eq!((c.exp, c.nbf, c.iat), (Some(10), Some(1), Some(2)));
-        assert_eq!(c.scopes, vec!["x", "y", "z"]);
-        assert_eq!(c.client_id.as_deref(), Some("c"));
+        assert_eq!(c.iss(), Some("i"));
+        assert_eq!(c.sub(), Some("s"));
+        assert_eq!(c.aud().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!((c.exp(), c.nbf(), c.iat()), (Some(10), Some(1), Some(2)));
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["x", "y", "z"]);
+        assert_eq!(c.client_id(), Some("c"));
+        assert!(c.has_scope("z") && !c.has_scope("x  y"));
     }
 
     #[test]
@@ -321,7 +522,8 @@ mod tests {
 
     #[test]
     fn empty_audience_array_means_no_audience() {
-        assert!(parse(r#"{"aud":[]}"#).unwrap().aud.is_empty());
+        assert_eq!(parse(r#"{"aud":[]}"#).unwrap().aud().count(), 0);
+        assert_eq!(parse(r#"{"aud":null}"#).unwrap().aud().count(), 0);
     }
 
     #[test]
@@ -366,5 +568,70 @@ mod tests {
         assert_eq!(c.render("o"), None);
         assert_eq!(c.render("mixed"), None);
         assert_eq!(c.render("missing"), None);
+    }
+
+    #[test]
+    fn registered_claims_in_their_other_shapes() {
+        let c = parse(r#"{"aud":"one","scp":"p  q","scope":null}"#).unwrap();
+        assert_eq!(c.aud().collect::<Vec<_>>(), ["one"]);
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["p", "q"]);
+        let c = parse(r#"{"scp":["a b"],"scope":"c"}"#).unwrap();
+        // `scope` first; an `scp` array element is one scope even with a space in it.
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["c", "a b"]);
+        let none = parse("{}").unwrap();
+        assert_eq!(
+            (none.iss(), none.sub(), none.client_id(), none.exp()),
+            (None, None, None, None)
+        );
+        assert_eq!(none.scopes().count() + none.aud().count(), 0);
+    }
+
+    /// The packed form keeps every claim with its value as parsed (strings unescaped), in
+    /// name order, and finds each by name, whatever the order in the payload.
+    #[test]
+    fn every_claim_is_kept_as_sent() {
+        let json = r#"{"z":"last","sub":"s\u00e9\"q","aud":["x"],"exp":5.5,"":"empty","n":-1,
+            "b":false,"nil":null,"o":{"k":[1]},"a\\b":"esc","client_id":"","iss":"i"}"#;
+        let c = parse(json).unwrap();
+        let want: Map<String, Value> = serde_json::from_str(json).unwrap();
+        let got: Vec<(String, Value)> = c
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Claim::String(s) => Value::String(s.to_owned()),
+                    Claim::Json(v) => v.clone(),
+                };
+                (name.to_owned(), value)
+            })
+            .collect();
+        assert_eq!(got, want.clone().into_iter().collect::<Vec<_>>());
+        for (name, value) in &want {
+            match (c.get(name).unwrap(), value) {
+                (Claim::String(got), Value::String(want)) => assert_eq!(got, want),
+                (Claim::Json(got), want) => assert_eq!(got, want),
+                (got, want) => panic!("{name}: {got:?} for {want}"),
+            }
+        }
+        assert_eq!(c.get("zz"), None);
+        assert_eq!(c.get("a"), None);
+        assert_eq!(c.sub(), Some("s\u{e9}\"q"));
+        assert_eq!(c.client_id(), Some(""));
+        assert_eq!(c.get("exp"), Some(Claim::Json(&serde_json::json!(5.5))));
+        assert_eq!(c.exp(), Some(5));
+        assert_eq!(c.get("a\\b").and_then(Claim::as_str), Some("esc"));
+        assert_eq!(c.get("aud").and_then(Claim::as_array).map(<[_]>::len), Some(1));
+        assert_eq!(c.render(""), Some(String::new()));
+    }
+
+    #[test]
+    fn many_claims_are_each_found() {
+        let object: Map<String, Value> = (0..300)
+            .map(|i| (format!("c{i}"), if i % 2 == 0 { Value::from(i) } else { Value::from(format!("v{i}")) }))
+            .collect();
+        let c = Claims::parse(Value::Object(object.clone()).to_string().as_bytes()).unwrap();
+        assert_eq!(c.iter().count(), 300);
+        for (name, value) in &object {
+            assert_eq!(c.render(name), Some(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
+        }
     }
 }
