@@ -37,7 +37,7 @@ const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 pub struct Claims {
     /// Every claim name and string value, one after the other.
     text: Box<str>,
-    /// Every claim, sorted by name (byte order, as `serde_json::Map` sorts).
+    /// Every claim, sorted by name (byte order) for binary search.
     entries: Box<[Entry]>,
     /// The values that are not strings, in the order of `entries`.
     json: Box<[Value]>,
@@ -244,14 +244,21 @@ impl Claims {
                     Slot::Json(u32::try_from(json.len() - 1).unwrap_or(u32::MAX))
                 }
             };
-            if let Some(i) = REGISTERED.iter().position(|r| *r == name) {
-                // A null `scope` is kept as a claim but reads as no scope, as before.
-                claims.registered[i] = u32::try_from(entries.len()).unwrap_or(ABSENT);
-            }
             entries.push(Entry {
                 name: name_span,
                 value: slot,
             });
+        }
+        // `serde_json::Map` keeps the payload's order (its `preserve_order` feature is on).
+        entries.sort_unstable_by(|a: &Entry, b: &Entry| {
+            let name = |e: &Entry| text.get(e.name.start as usize..e.name.end as usize);
+            name(a).cmp(&name(b))
+        });
+        for (i, entry) in entries.iter().enumerate() {
+            let name = text.get(entry.name.start as usize..entry.name.end as usize);
+            if let Some(which) = REGISTERED.iter().position(|r| Some(*r) == name) {
+                claims.registered[which] = u32::try_from(i).unwrap_or(ABSENT);
+            }
         }
         claims.text = text.into_boxed_str();
         claims.entries = entries.into_boxed_slice();
@@ -604,7 +611,9 @@ mod tests {
                 (name.to_owned(), value)
             })
             .collect();
-        assert_eq!(got, want.clone().into_iter().collect::<Vec<_>>());
+        let mut sorted: Vec<(String, Value)> = want.clone().into_iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, sorted);
         for (name, value) in &want {
             match (c.get(name).unwrap(), value) {
                 (Claim::String(got), Value::String(want)) => assert_eq!(got, want),
@@ -620,7 +629,7 @@ mod tests {
         assert_eq!(c.exp(), Some(5));
         assert_eq!(c.get("a\\b").and_then(Claim::as_str), Some("esc"));
         assert_eq!(c.get("aud").and_then(Claim::as_array).map(<[_]>::len), Some(1));
-        assert_eq!(c.render(""), Some(String::new()));
+        assert_eq!(c.render("").as_deref(), Some("empty"));
     }
 
     #[test]
