@@ -92,10 +92,35 @@ enum Slot {
     Json(u32),
 }
 
+/// A claim: its name, and its [`Slot`] in 8 bytes rather than an enum's 12 (a string's
+/// span, or [`JSON`] and an index), which keeps a dev token's seven entries in 112 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Entry {
     name: Span,
-    value: Slot,
+    value: Span,
+}
+
+/// `Entry::value.start` of a value kept in [`Claims::json`]; no text offset reaches it.
+const JSON: u32 = u32::MAX;
+
+impl Entry {
+    fn new(name: Span, slot: Slot) -> Self {
+        let value = match slot {
+            Slot::Str(span) => span,
+            Slot::Json(index) => Span {
+                start: JSON,
+                end: index,
+            },
+        };
+        Self { name, value }
+    }
+
+    fn slot(self) -> Slot {
+        match self.value {
+            Span { start: JSON, end } => Slot::Json(end),
+            span => Slot::Str(span),
+        }
+    }
 }
 
 /// One claim's value.
@@ -225,7 +250,7 @@ impl Claims {
             .iter()
             .map(|(name, value)| name.len() + value.as_str().map_or(0, str::len))
             .sum();
-        if u32::try_from(text_len).is_err() || u32::try_from(all.len()).is_err() {
+        if text_len >= JSON as usize || all.len() >= JSON as usize {
             return Err(ClaimsError("token payload is too large".into()));
         }
         let mut text = String::with_capacity(text_len);
@@ -244,10 +269,7 @@ impl Claims {
                     Slot::Json(u32::try_from(json.len() - 1).unwrap_or(u32::MAX))
                 }
             };
-            entries.push(Entry {
-                name: name_span,
-                value: slot,
-            });
+            entries.push(Entry::new(name_span, slot));
         }
         // `serde_json::Map` keeps the payload's order (its `preserve_order` feature is on).
         entries.sort_unstable_by(|a: &Entry, b: &Entry| {
@@ -285,14 +307,14 @@ impl Claims {
             .entries
             .binary_search_by(|entry| self.str_at(entry.name).cmp(name))
             .ok()?;
-        self.entries.get(i).map(|entry| self.value(entry.value))
+        self.entries.get(i).map(|entry| self.value(entry.slot()))
     }
 
     /// Every claim, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Claim<'_>)> {
         self.entries
             .iter()
-            .map(|entry| (self.str_at(entry.name), self.value(entry.value)))
+            .map(|entry| (self.str_at(entry.name), self.value(entry.slot())))
     }
 
     /// One of the [`REGISTERED`] claims, without a search.
@@ -300,7 +322,7 @@ impl Claims {
         let i = *self.registered.get(which)?;
         self.entries
             .get(i as usize)
-            .map(|entry| self.value(entry.value))
+            .map(|entry| self.value(entry.slot()))
     }
 
     fn registered_str(&self, which: usize) -> Option<&str> {
