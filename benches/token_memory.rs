@@ -12,7 +12,7 @@
 //!
 //! Tokens have the shape `gatehouse bench --mint --dev` sends (iss, sub, client_id, scope,
 //! iat, exp, jti); numbers in docs/performance.md ("Memory").
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 use std::process::Command;

@@ -650,19 +650,38 @@ mod tests {
         assert_eq!(c.get("exp"), Some(Claim::Json(&serde_json::json!(5.5))));
         assert_eq!(c.exp(), Some(5));
         assert_eq!(c.get("a\\b").and_then(Claim::as_str), Some("esc"));
-        assert_eq!(c.get("aud").and_then(Claim::as_array).map(<[_]>::len), Some(1));
+        assert_eq!(
+            c.get("aud").and_then(Claim::as_array).map(<[_]>::len),
+            Some(1)
+        );
         assert_eq!(c.render("").as_deref(), Some("empty"));
     }
 
     #[test]
     fn many_claims_are_each_found() {
         let object: Map<String, Value> = (0..300)
-            .map(|i| (format!("c{i}"), if i % 2 == 0 { Value::from(i) } else { Value::from(format!("v{i}")) }))
+            .map(|i| {
+                (
+                    format!("c{i}"),
+                    if i % 2 == 0 {
+                        Value::from(i)
+                    } else {
+                        Value::from(format!("v{i}"))
+                    },
+                )
+            })
             .collect();
         let c = Claims::parse(Value::Object(object.clone()).to_string().as_bytes()).unwrap();
         assert_eq!(c.iter().count(), 300);
         for (name, value) in &object {
-            assert_eq!(c.render(name), Some(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
+            assert_eq!(
+                c.render(name),
+                Some(
+                    value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned)
+                )
+            );
         }
     }
 }

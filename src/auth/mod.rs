@@ -296,10 +296,16 @@ impl Authorizer {
         if now >= exp.saturating_add(skew) {
             return Err(AuthError::Expired);
         }
-        if claims.nbf().is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+        if claims
+            .nbf()
+            .is_some_and(|nbf| now.saturating_add(skew) < nbf)
+        {
             return Err(AuthError::Invalid("token is not valid yet ('nbf')".into()));
         }
-        if claims.iat().is_some_and(|iat| iat > now.saturating_add(skew)) {
+        if claims
+            .iat()
+            .is_some_and(|iat| iat > now.saturating_add(skew))
+        {
             return Err(AuthError::Invalid(
                 "token was issued in the future ('iat')".into(),
             ));

@@ -94,9 +94,7 @@ impl Policy {
     /// Checks every configured rule, in order: audience, client, scopes, custom claims.
     pub fn check(&self, claims: &Claims) -> Result<(), Denial> {
         if let Some(allowed) = &self.allowed_audience
-            && !claims
-                .aud()
-                .any(|aud| allowed.iter().any(|a| a == aud))
+            && !claims.aud().any(|aud| allowed.iter().any(|a| a == aud))
         {
             return Err(Denial::Audience);
         }
