@@ -35,16 +35,21 @@ const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 /// Parsed claims of a verified token; the default has no claims at all.
 #[derive(Clone, PartialEq)]
 pub struct Claims {
-    /// Every claim name and string value, one after the other.
+    /// Every claim name and string value, one after the other, then the strings of an `aud`
+    /// or `scp` array again.
     text: Box<str>,
     /// Every claim, sorted by name (byte order) for binary search.
     entries: Box<[Entry]>,
     /// The values that are not strings, in the order of `entries`.
     json: Box<[Value]>,
+    /// The audiences, then from `scopes_from` on the scopes: read on every request by the
+    /// route policy, so kept split rather than split per request.
+    lists: Box<[Span]>,
+    scopes_from: u32,
     /// `exp`, `nbf`, `iat` in seconds, [`NO_DATE`] when absent.
     dates: [i64; 3],
-    /// Index in `entries` of each of [`REGISTERED`], [`ABSENT`] when absent.
-    registered: [u32; 6],
+    /// `iss`, `sub`, `client_id` ([`NO_SPAN`] when absent).
+    strings: [Span; 3],
     /// The caller as MCP Cedar policies see it, built on the first Cedar decision and kept
     /// with the claims: for a cached token, once per token rather than once per request.
     pub cedar: PrincipalMemo,
@@ -56,23 +61,25 @@ impl Default for Claims {
             text: Box::default(),
             entries: Box::default(),
             json: Box::default(),
+            lists: Box::default(),
+            scopes_from: 0,
             dates: [NO_DATE; 3],
-            registered: [ABSENT; 6],
+            strings: [NO_SPAN; 3],
             cedar: PrincipalMemo::default(),
         }
     }
 }
 
-/// The registered claims found without a search; `iss`, `sub`, `client_id` and `scope` are
-/// strings when present, `aud` and `scp` a string or an array of strings.
-const REGISTERED: [&str; 6] = ["iss", "sub", "client_id", "scope", "aud", "scp"];
+/// The registered string claims, read without a search.
+const STRINGS: [&str; 3] = ["iss", "sub", "client_id"];
 const ISS: usize = 0;
 const SUB: usize = 1;
 const CLIENT_ID: usize = 2;
-const SCOPE: usize = 3;
-const AUD: usize = 4;
-const SCP: usize = 5;
-const ABSENT: u32 = u32::MAX;
+/// No text offset reaches it (see [`JSON`]).
+const NO_SPAN: Span = Span {
+    start: JSON,
+    end: JSON,
+};
 /// Outside the NumericDate range.
 const NO_DATE: i64 = i64::MIN;
 
@@ -246,25 +253,55 @@ impl Claims {
 
     /// The compact form of a checked map (see the module comment).
     fn pack(all: Map<String, Value>, dates: [i64; 3]) -> Result<Self, ClaimsError> {
+        let array_strings = |value: Option<&Value>| match value {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::len).sum(),
+            _ => 0,
+        };
         let text_len: usize = all
             .iter()
             .map(|(name, value)| name.len() + value.as_str().map_or(0, str::len))
-            .sum();
+            .sum::<usize>()
+            + array_strings(all.get("aud"))
+            + array_strings(all.get("scp"));
         if text_len >= JSON as usize || all.len() >= JSON as usize {
             return Err(ClaimsError("token payload is too large".into()));
         }
         let mut text = String::with_capacity(text_len);
         let mut entries = Vec::with_capacity(all.len());
         let mut json = Vec::with_capacity(all.values().filter(|v| !v.is_string()).count());
+        let (mut aud, mut scope, mut scp) = (Vec::new(), Vec::new(), Vec::new());
         let mut claims = Self {
             dates,
             ..Self::default()
         };
         for (name, value) in all {
             let name_span = append(&mut text, &name);
+            let list = match name.as_str() {
+                "aud" => Some((&mut aud, false)),
+                "scope" => Some((&mut scope, true)),
+                "scp" => Some((&mut scp, true)),
+                _ => None,
+            };
             let slot = match value {
-                Value::String(s) => Slot::Str(append(&mut text, &s)),
+                Value::String(s) => {
+                    let span = append(&mut text, &s);
+                    match list {
+                        Some((list, true)) => list.extend(words(&s, span.start)),
+                        Some((list, false)) => list.push(span),
+                        None => {}
+                    }
+                    if let Some(i) = STRINGS.iter().position(|r| *r == name) {
+                        claims.strings[i] = span;
+                    }
+                    Slot::Str(span)
+                }
                 other => {
+                    // An `aud` or `scp` array's elements, each one value (never split).
+                    if let (Some((list, _)), Value::Array(items)) = (list, &other) {
+                        for item in items.iter().filter_map(Value::as_str) {
+                            list.push(append(&mut text, item));
+                        }
+                    }
                     json.push(other);
                     Slot::Json(u32::try_from(json.len() - 1).unwrap_or(u32::MAX))
                 }
@@ -276,12 +313,10 @@ impl Claims {
             let name = |e: &Entry| text.get(e.name.start as usize..e.name.end as usize);
             name(a).cmp(&name(b))
         });
-        for (i, entry) in entries.iter().enumerate() {
-            let name = text.get(entry.name.start as usize..entry.name.end as usize);
-            if let Some(which) = REGISTERED.iter().position(|r| Some(*r) == name) {
-                claims.registered[which] = u32::try_from(i).unwrap_or(ABSENT);
-            }
-        }
+        claims.scopes_from = u32::try_from(aud.len()).unwrap_or(u32::MAX);
+        aud.reserve_exact(scope.len() + scp.len());
+        aud.extend(scope.into_iter().chain(scp));
+        claims.lists = aud.into_boxed_slice();
         claims.text = text.into_boxed_str();
         claims.entries = entries.into_boxed_slice();
         claims.json = json.into_boxed_slice();
@@ -317,16 +352,9 @@ impl Claims {
             .map(|entry| (self.str_at(entry.name), self.value(entry.slot())))
     }
 
-    /// One of the [`REGISTERED`] claims, without a search.
-    fn registered(&self, which: usize) -> Option<Claim<'_>> {
-        let i = *self.registered.get(which)?;
-        self.entries
-            .get(i as usize)
-            .map(|entry| self.value(entry.slot()))
-    }
-
     fn registered_str(&self, which: usize) -> Option<&str> {
-        self.registered(which).and_then(Claim::as_str)
+        let span = *self.strings.get(which)?;
+        (span != NO_SPAN).then(|| self.str_at(span))
     }
 
     fn date(&self, which: usize) -> Option<i64> {
@@ -359,30 +387,21 @@ impl Claims {
 
     /// The audiences: `aud` as one string or an array of strings; none for null or `[]`.
     pub fn aud(&self) -> impl Iterator<Item = &str> {
-        self.strings(AUD, false)
+        let (aud, _) = self
+            .lists
+            .split_at_checked(self.scopes_from as usize)
+            .unwrap_or_default();
+        aud.iter().map(|span| self.str_at(*span))
     }
 
     /// Union of the space-delimited `scope` string and the `scp` claim (array or string),
     /// in that order.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        let scope = self.registered_str(SCOPE).unwrap_or_default();
-        scope
-            .split_ascii_whitespace()
-            .chain(self.strings(SCP, true))
-    }
-
-    /// A string claim (split on whitespace if `split`) or the strings of an array claim.
-    fn strings(&self, which: usize, split: bool) -> impl Iterator<Item = &str> {
-        let (one, many) = match self.registered(which) {
-            Some(Claim::String(s)) => (Some(s), &[][..]),
-            Some(Claim::Json(Value::Array(items))) => (None, &items[..]),
-            _ => (None, &[][..]),
-        };
-        let (whole, words) = if split { (None, one) } else { (one, None) };
-        whole
-            .into_iter()
-            .chain(words.unwrap_or_default().split_ascii_whitespace())
-            .chain(many.iter().filter_map(Value::as_str))
+        let (_, scopes) = self
+            .lists
+            .split_at_checked(self.scopes_from as usize)
+            .unwrap_or_default();
+        scopes.iter().map(|span| self.str_at(*span))
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -393,6 +412,19 @@ impl Claims {
     pub fn render(&self, name: &str) -> Option<String> {
         self.get(name)?.render()
     }
+}
+
+/// The spans of the ASCII-whitespace-separated words of `s`, which starts at `start`.
+fn words(s: &str, start: u32) -> impl Iterator<Item = Span> {
+    let base = s.as_ptr() as usize;
+    s.split_ascii_whitespace().map(move |word| {
+        let offset = |at: usize| u32::try_from(at).map_or(JSON, |at| start.saturating_add(at));
+        let from = word.as_ptr() as usize - base;
+        Span {
+            start: offset(from),
+            end: offset(from + word.len()),
+        }
+    })
 }
 
 /// Appends `s` to `text`, whose final length was checked to fit a `u32`.
