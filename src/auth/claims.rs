@@ -80,6 +80,8 @@ const NO_SPAN: Span = Span {
     start: JSON,
     end: JSON,
 };
+/// Up to this many claims, [`Claims::get`] scans rather than bisects.
+const LINEAR_SEARCH: usize = 16;
 /// Outside the NumericDate range.
 const NO_DATE: i64 = i64::MIN;
 
@@ -338,11 +340,23 @@ impl Claims {
 
     /// The claim `name`, if the token has it.
     pub fn get(&self, name: &str) -> Option<Claim<'_>> {
-        let i = self
-            .entries
-            .binary_search_by(|entry| self.str_at(entry.name).cmp(name))
-            .ok()?;
-        self.entries.get(i).map(|entry| self.value(entry.slot()))
+        // Names compare as bytes (the order of `str`), without `str`'s boundary checks. A
+        // token has a handful of claims: comparing lengths first beats a binary search there.
+        let text = self.text.as_bytes();
+        let name_of = |entry: &Entry| text.get(entry.name.start as usize..entry.name.end as usize);
+        let entry = if self.entries.len() <= LINEAR_SEARCH {
+            self.entries.iter().find(|entry| {
+                entry.name.end.saturating_sub(entry.name.start) as usize == name.len()
+                    && name_of(entry) == Some(name.as_bytes())
+            })?
+        } else {
+            let i = self
+                .entries
+                .binary_search_by(|entry| name_of(entry).unwrap_or_default().cmp(name.as_bytes()))
+                .ok()?;
+            self.entries.get(i)?
+        };
+        Some(self.value(entry.slot()))
     }
 
     /// Every claim, sorted by name.
