@@ -34,10 +34,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(claims.aud().any(|a| a == "api"));
         assert_eq!(claims.client_id(), Some("client-a"));
         assert!(claims.has_scope("invoke"));
-        assert_eq!(
-            claims.get("tenant").and_then(|v| v.as_str()),
-            Some("acme")
-        );
+        assert_eq!(claims.get("tenant").and_then(|v| v.as_str()), Some("acme"));
     }
     // The packed form finds every claim it lists, by name, with the same value.
     for (name, value) in claims.iter() {
