@@ -6,9 +6,12 @@
 //! same bytes as a release one:
 //!
 //! ```sh
-//! cargo test --bench token_memory            # debug build, TOKENS=100000 by default
-//! TOKENS=20000 cargo bench --bench token_memory
+//! TOKENS=100000 cargo test --bench token_memory   # debug build
+//! cargo bench --bench token_memory                # release; TOKENS=100000 by default
 //! ```
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument, no `TOKENS`) it runs 2,000
+//! tokens: a smoke test of the cases, not a measurement.
 //!
 //! Tokens have the shape `gatehouse bench --mint --dev` sends (iss, sub, client_id, scope,
 //! iat, exp, jti); numbers in docs/performance.md ("Memory").
@@ -166,10 +169,12 @@ fn run_case(case: &str, n: usize) -> f64 {
 }
 
 fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("TOKENS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(if measuring { 100_000 } else { 2_000 })
+        .max(1);
     if let Ok(case) = std::env::var(CASE) {
         println!("{}", run_case(&case, n));
         return;
@@ -185,7 +190,11 @@ fn main() {
         ("claims", "parsed claims alone (Arc<Claims>)"),
         ("token", "distinct token verified and cached"),
     ] {
-        let out = Command::new(&exe).env(CASE, case).output().unwrap();
+        let out = Command::new(&exe)
+            .env(CASE, case)
+            .env("TOKENS", n.to_string())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{case}: {out:?}");
         let bytes: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         println!(
