@@ -5,7 +5,7 @@
 //! `tests/properties.proptest-regressions`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse::auth::claims::Claims;
+use gatehouse::auth::claims::{Claim, Claims};
 use gatehouse::auth::policy::{ClaimRule, Denial, Policy};
 use gatehouse::auth::token::{MAX_TOKEN_BYTES, TokenError, bearer};
 use gatehouse::enrich::HeaderPolicy;
@@ -106,9 +106,9 @@ proptest! {
     /// Allowed means every configured check holds, each judged on its own (AND of ORs).
     #[test]
     fn allowed_means_every_check_holds(policy in policy(), claims in claims()) {
-        let each = policy.allowed_audience.as_ref().is_none_or(|a| claims.aud.iter().any(|x| a.contains(x)))
-            && policy.allowed_clients.as_ref().is_none_or(|c| claims.client_id.as_ref().is_some_and(|id| c.contains(id)))
-            && policy.allowed_scopes.as_ref().is_none_or(|s| claims.scopes.iter().any(|x| s.contains(x)))
+        let each = policy.allowed_audience.as_ref().is_none_or(|a| claims.aud().any(|x| a.iter().any(|y| y == x)))
+            && policy.allowed_clients.as_ref().is_none_or(|c| claims.client_id().is_some_and(|id| c.iter().any(|y| y == id)))
+            && policy.allowed_scopes.as_ref().is_none_or(|s| claims.scopes().any(|x| s.iter().any(|y| y == x)))
             && policy.custom_claims.iter().all(|r| holds(r, &claims));
         prop_assert_eq!(policy.check(&claims).is_ok(), each);
     }
@@ -151,11 +151,11 @@ proptest! {
         let any = holds(&ClaimRule::ContainsAny { claim: claim.clone(), values: values.clone() }, &claims);
         let or = values.iter().any(|v| holds(&ClaimRule::Contains { claim: claim.clone(), value: v.clone() }, &claims));
         prop_assert_eq!(any, or);
-        if let Some(Value::String(s)) = claims.all.get(&claim) {
-            let contains = ClaimRule::Contains { claim: claim.clone(), value: s.clone() };
+        if let Some(Claim::String(s)) = claims.get(&claim) {
+            let contains = ClaimRule::Contains { claim: claim.clone(), value: s.to_owned() };
             prop_assert!(!holds(&contains, &claims));
         }
-        if let Some(Value::Array(_)) = claims.all.get(&claim) {
+        if let Some(Claim::Json(Value::Array(_))) = claims.get(&claim) {
             for v in &values {
                 let equals = ClaimRule::Equals { claim: claim.clone(), value: v.clone() };
                 prop_assert!(!holds(&equals, &claims));
@@ -271,8 +271,8 @@ mod session_binding {
     use proptest::prelude::*;
 
     fn principal(sub: &str) -> Principal {
-        let mut claims = Claims::parse(br#"{"iss":"https://idp"}"#).unwrap();
-        claims.sub = Some(sub.to_owned());
+        let json = serde_json::json!({ "iss": "https://idp", "sub": sub }).to_string();
+        let claims = Claims::parse(json.as_bytes()).unwrap();
         Principal {
             claims: Arc::new(claims),
             cache_hit: false,

@@ -23,8 +23,9 @@ use super::keys::VerifyKey;
 /// SHA-256 of a token.
 pub type TokenHash = [u8; 32];
 
-/// What a successful verification established.
-#[derive(Debug)]
+/// What a successful verification established. Held by value in the cache (two `Arc`s and
+/// two words, cloned on a hit) rather than behind one more `Arc`: an allocation less per token.
+#[derive(Debug, Clone)]
 pub struct CachedToken {
     /// Identity of the [`super::jwks::Issuer`] whose key verified the token.
     pub issuer_id: usize,
@@ -35,14 +36,14 @@ pub struct CachedToken {
 
 struct UntilExp;
 
-impl Expiry<TokenHash, Arc<CachedToken>> for UntilExp {
+impl Expiry<TokenHash, CachedToken> for UntilExp {
     fn expire_after_create(
         &self,
         _: &TokenHash,
-        value: &Arc<CachedToken>,
+        value: &CachedToken,
         _: Instant,
     ) -> Option<Duration> {
-        let exp = value.claims.exp?;
+        let exp = value.claims.exp()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -85,7 +86,7 @@ impl std::hash::Hasher for PrefixHasher {
 /// Process-wide cache shared by every route.
 #[derive(Clone)]
 pub struct TokenCache {
-    inner: Option<moka::sync::Cache<TokenHash, Arc<CachedToken>, DigestPrefix>>,
+    inner: Option<moka::sync::Cache<TokenHash, CachedToken, DigestPrefix>>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -118,14 +119,14 @@ impl TokenCache {
         out
     }
 
-    pub fn get(&self, hash: &TokenHash) -> Option<Arc<CachedToken>> {
+    pub fn get(&self, hash: &TokenHash) -> Option<CachedToken> {
         self.inner.as_ref()?.get(hash)
     }
 
     /// Caches a verified token unless it has no `exp` (it is never accepted then anyway).
-    pub fn insert(&self, hash: TokenHash, token: Arc<CachedToken>) {
+    pub fn insert(&self, hash: TokenHash, token: CachedToken) {
         if let Some(cache) = &self.inner
-            && token.claims.exp.is_some()
+            && token.claims.exp().is_some()
         {
             cache.insert(hash, token);
         }

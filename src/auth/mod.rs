@@ -140,8 +140,8 @@ impl Principal {
     pub fn record(&self, outcome: AuthOutcome, duration: Duration) -> AuthRecord {
         AuthRecord {
             cache_hit: self.cache_hit,
-            client_id: self.claims.client_id.clone(),
-            sub: self.claims.sub.clone(),
+            client_id: self.claims.client_id().map(str::to_owned),
+            sub: self.claims.sub().map(str::to_owned),
             kid: self.kid.clone(),
             alg: Some(self.alg),
             ..AuthRecord::new(outcome, duration)
@@ -197,23 +197,21 @@ impl Authorizer {
         let now = unix_now();
         let hash = cache.enabled().then(|| TokenCache::hash(token));
         if let Some(hit) = hash.as_ref().and_then(|h| cache.get(h))
-            && let Some(principal) = self.accept_cached(&hit, now)?
+            && let Some(principal) = self.accept_cached(hit, now)?
         {
             return Ok((principal, hash));
         }
-        let verified = Arc::new(self.verify(token, now).await?);
+        let verified = self.verify(token, now).await?;
+        let principal = Principal {
+            claims: verified.claims.clone(),
+            cache_hit: false,
+            kid: verified.key.kid.clone(),
+            alg: verified.alg,
+        };
         if let Some(hash) = hash {
-            cache.insert(hash, verified.clone());
+            cache.insert(hash, verified);
         }
-        Ok((
-            Principal {
-                claims: verified.claims.clone(),
-                cache_hit: false,
-                kid: verified.key.kid.clone(),
-                alg: verified.alg,
-            },
-            hash,
-        ))
+        Ok((principal, hash))
     }
 
     /// The route's policy (allowed audience, clients, scopes, custom claims), checked on
@@ -226,12 +224,12 @@ impl Authorizer {
 
     /// A cache hit is used only if it was verified by this route's issuer with a key that is
     /// still published; otherwise the token is verified from scratch.
-    fn accept_cached(&self, hit: &CachedToken, now: i64) -> Result<Option<Principal>, AuthError> {
+    fn accept_cached(&self, hit: CachedToken, now: i64) -> Result<Option<Principal>, AuthError> {
         if hit.issuer_id != self.issuer_id() {
             return Ok(None);
         }
         let keys = self.issuer.fresh_keys().ok_or(AuthError::Unavailable)?;
-        if !keys.contains(&hit.key) || hit.claims.iss.as_deref() != Some(&*keys.issuer) {
+        if !keys.contains(&hit.key) || hit.claims.iss() != Some(&*keys.issuer) {
             return Ok(None);
         }
         if !self.algorithms.contains(&hit.alg) {
@@ -241,7 +239,7 @@ impl Authorizer {
         }
         self.check_times(&hit.claims, now)?;
         Ok(Some(Principal {
-            claims: hit.claims.clone(),
+            claims: hit.claims,
             cache_hit: true,
             kid: hit.key.kid.clone(),
             alg: hit.alg,
@@ -294,15 +292,21 @@ impl Authorizer {
     fn check_times(&self, claims: &Claims, now: i64) -> Result<(), AuthError> {
         let skew = self.clock_skew_secs;
         let exp = claims
-            .exp
+            .exp()
             .ok_or_else(|| AuthError::Invalid("token has no 'exp' claim".into()))?;
         if now >= exp.saturating_add(skew) {
             return Err(AuthError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+        if claims
+            .nbf()
+            .is_some_and(|nbf| now.saturating_add(skew) < nbf)
+        {
             return Err(AuthError::Invalid("token is not valid yet ('nbf')".into()));
         }
-        if claims.iat.is_some_and(|iat| iat > now.saturating_add(skew)) {
+        if claims
+            .iat()
+            .is_some_and(|iat| iat > now.saturating_add(skew))
+        {
             return Err(AuthError::Invalid(
                 "token was issued in the future ('iat')".into(),
             ));
@@ -312,7 +316,7 @@ impl Authorizer {
 }
 
 fn check_issuer(claims: &Claims, keys: &KeySet) -> Result<(), AuthError> {
-    match claims.iss.as_deref() {
+    match claims.iss() {
         Some(iss) if iss == &*keys.issuer => Ok(()),
         Some(_) => Err(AuthError::Invalid(
             "token issuer does not match the issuer of the discovery document".into(),
@@ -459,7 +463,7 @@ where
                         let subject = crate::outbound::SubjectToken::new(
                             header.clone(),
                             hash,
-                            principal.claims.exp,
+                            principal.claims.exp(),
                         );
                         request.extensions_mut().insert(subject);
                     }

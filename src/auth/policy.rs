@@ -16,7 +16,7 @@
 
 use serde_json::Value;
 
-use super::claims::Claims;
+use super::claims::{Claim, Claims};
 
 /// The compiled `customJwtAuthorizer` checks of one route.
 #[derive(Debug, Clone, Default)]
@@ -48,13 +48,13 @@ impl ClaimRule {
     }
 
     fn holds(&self, claims: &Claims) -> bool {
-        let value = claims.all.get(self.claim());
+        let value = claims.get(self.claim());
         match (self, value) {
-            (Self::Equals { value: want, .. }, Some(Value::String(got))) => got == want,
-            (Self::Contains { value: want, .. }, Some(Value::Array(items))) => items
+            (Self::Equals { value: want, .. }, Some(Claim::String(got))) => got == want,
+            (Self::Contains { value: want, .. }, Some(Claim::Json(Value::Array(items)))) => items
                 .iter()
                 .any(|item| item.as_str() == Some(want.as_str())),
-            (Self::ContainsAny { values, .. }, Some(Value::Array(items))) => items
+            (Self::ContainsAny { values, .. }, Some(Claim::Json(Value::Array(items)))) => items
                 .iter()
                 .filter_map(Value::as_str)
                 .any(|got| values.iter().any(|want| want == got)),
@@ -94,21 +94,18 @@ impl Policy {
     /// Checks every configured rule, in order: audience, client, scopes, custom claims.
     pub fn check(&self, claims: &Claims) -> Result<(), Denial> {
         if let Some(allowed) = &self.allowed_audience
-            && !claims
-                .aud
-                .iter()
-                .any(|aud| allowed.iter().any(|a| a == aud))
+            && !claims.aud().any(|aud| allowed.iter().any(|a| a == aud))
         {
             return Err(Denial::Audience);
         }
         if let Some(allowed) = &self.allowed_clients {
-            let client = claims.client_id.as_deref();
+            let client = claims.client_id();
             if !allowed.iter().any(|a| Some(a.as_str()) == client) {
                 return Err(Denial::Client);
             }
         }
         if let Some(allowed) = &self.allowed_scopes
-            && !claims.scopes.iter().any(|s| allowed.iter().any(|a| a == s))
+            && !claims.scopes().any(|s| allowed.iter().any(|a| a == s))
         {
             return Err(Denial::Scope);
         }

@@ -156,17 +156,17 @@ impl CedarPolicy {
         claims
             .cedar
             .0
-            .get_or_init(|| self.build_principal(claims))
-            .as_ref()
+            .get_or_init(|| self.build_principal(claims).map(Box::new))
+            .as_deref()
     }
 
     fn build_principal(&self, claims: &Claims) -> Option<CedarPrincipal> {
-        let sub = claims.sub.as_deref().unwrap_or_default();
+        let sub = claims.sub().unwrap_or_default();
         let uid = EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(sub));
-        let tags = claims.all.keys().filter_map(|name| {
-            claims
-                .render(name)
-                .map(|value| (name.clone(), RestrictedExpression::new_string(value)))
+        let tags = claims.iter().filter_map(|(name, value)| {
+            value
+                .render()
+                .map(|value| (name.to_owned(), RestrictedExpression::new_string(value)))
         });
         let entity = Entity::new_with_tags(
             uid.clone(),
@@ -265,8 +265,9 @@ struct CedarPrincipal {
 /// the verified-token cache shares one `Arc<Claims>` among every request with the token, so
 /// the entity, its tags and Cedar's transitive closure are computed once per token. It
 /// depends on the claims alone (the entity type is AgentCore's, the same on every route).
+/// Boxed: most tokens never meet a Cedar policy, and every cached one carries the memo.
 #[derive(Default)]
-pub struct PrincipalMemo(OnceLock<Option<CedarPrincipal>>);
+pub struct PrincipalMemo(OnceLock<Option<Box<CedarPrincipal>>>);
 
 /// A copy of the claims may be changed afterwards: it builds its own principal.
 impl Clone for PrincipalMemo {

@@ -18,7 +18,6 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::cedar::PrincipalMemo;
 use super::engine::{CallerLists, McpPolicy};
 use super::filter::{ListFilter, ListKind};
 use super::read::read_message;
@@ -223,18 +222,7 @@ where
 
 /// The caller of a route without an authorizer has no claims.
 fn no_claims() -> Arc<Claims> {
-    Arc::new(Claims {
-        iss: None,
-        sub: None,
-        aud: Vec::new(),
-        exp: None,
-        nbf: None,
-        iat: None,
-        client_id: None,
-        scopes: Vec::new(),
-        all: serde_json::Map::new(),
-        cedar: PrincipalMemo::default(),
-    })
+    Arc::new(Claims::default())
 }
 
 /// The filter for the caller's list request, when lists are filtered and enforced.

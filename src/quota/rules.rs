@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::auth::Principal;
+use crate::auth::claims::Claim;
 use crate::mcp::McpMessage;
 
 /// `N/s`, `N/m` or `N/h`.
@@ -205,8 +206,8 @@ pub fn build_key(parts: &[KeyPart], input: &KeyInput<'_>, out: &mut String) -> b
             out.push(':');
         }
         match part {
-            KeyPart::ClientId => escape(claims.and_then(|c| c.client_id.as_deref()), out),
-            KeyPart::Sub => escape(claims.and_then(|c| c.sub.as_deref()), out),
+            KeyPart::ClientId => escape(claims.and_then(|c| c.client_id()), out),
+            KeyPart::Sub => escape(claims.and_then(|c| c.sub()), out),
             KeyPart::Route => escape(Some(input.route), out),
             KeyPart::Ip => {
                 let start = out.len();
@@ -221,11 +222,11 @@ pub fn build_key(parts: &[KeyPart], input: &KeyInput<'_>, out: &mut String) -> b
                 Some(tool) => escape(Some(tool), out),
                 None => return false,
             },
-            KeyPart::Claim(name) => match claims.and_then(|c| c.all.get(name)) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(s)) => escape(Some(s), out),
+            KeyPart::Claim(name) => match claims.and_then(|c| c.get(name)) {
+                None | Some(Claim::Json(Value::Null)) => {}
+                Some(Claim::String(s)) => escape(Some(s), out),
                 // Numbers, booleans, arrays: their JSON text, as stable as the token.
-                Some(other) => escape(Some(&other.to_string()), out),
+                Some(Claim::Json(other)) => escape(Some(&other.to_string()), out),
             },
         }
     }
