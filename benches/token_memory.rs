@@ -59,12 +59,7 @@ fn options() -> MintOptions {
 
 fn authorizer(key: &SigningKey) -> Authorizer {
     let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
-    let config = IssuerConfig {
-        refresh_interval: Duration::from_secs(300),
-        min_refetch_interval: Duration::from_secs(10),
-        max_staleness: Duration::from_secs(86400),
-        fetch_timeout: Duration::from_secs(5),
-    };
+    let config = IssuerConfig::default();
     let issuer =
         Issuer::with_keys(ISSUER, jwks.as_bytes(), config, Arc::new(Metrics::new())).unwrap();
     Authorizer {

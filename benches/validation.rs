@@ -25,12 +25,7 @@ fn setup(alg: Alg) -> (Authorizer, String, serde_json::Value) {
     let key = SigningKey::generate(alg, Some(format!("{alg}-1"))).unwrap();
     let jwk = key.public_jwk();
     let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
-    let config = IssuerConfig {
-        refresh_interval: Duration::from_secs(300),
-        min_refetch_interval: Duration::from_secs(10),
-        max_staleness: Duration::from_secs(86400),
-        fetch_timeout: Duration::from_secs(5),
-    };
+    let config = IssuerConfig::default();
     let issuer =
         Issuer::with_keys(ISSUER, jwks.as_bytes(), config, Arc::new(Metrics::new())).unwrap();
     let authorizer = Authorizer {

@@ -108,31 +108,7 @@ pub async fn serve(
         None => None,
     };
     let limits = app.settings().limits.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Hyper's parser limit sits above ours so that over-limit headers within the margin get
-    // the edge's JSON 431; beyond it hyper answers a bare 431.
-    let parser_limit = usize::try_from(limits.max_request_header_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(16 * 1024);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(parser_limit.max(8 * 1024 + 1))
-        .keep_alive(true);
-    // The same HTTP/1.1 settings, for connections known to speak it (most): served by hyper
-    // directly, without hyper-util's wrapper (see `sniff`).
-    let mut http1 = http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(parser_limit.max(8 * 1024 + 1))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(parser_limit).unwrap_or(u32::MAX));
+    let builders = Arc::new(Builders::new(&limits));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain = Drain::new();
@@ -141,8 +117,7 @@ pub async fn serve(
     ));
     let context = AcceptContext {
         app: app.clone(),
-        builder,
-        http1,
+        builders,
         tls,
         watcher: drain.watcher(),
         permits,
@@ -213,11 +188,46 @@ pub async fn serve(
     Ok(())
 }
 
+/// hyper's connection settings, shared by every connection: HTTP/1.1 connections known to
+/// speak it (most) run on hyper's own builder, HTTP/2 and not-yet-known ones on hyper-util's
+/// (see `sniff`). The HTTP/1.1 settings are written for both: the two builders share no type.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+}
+
+impl Builders {
+    fn new(limits: &crate::settings::Limits) -> Self {
+        // Hyper's parser limit sits above ours so that over-limit headers within the margin
+        // get the edge's JSON 431; beyond it hyper answers a bare 431.
+        let parser_limit = usize::try_from(limits.max_request_header_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(16 * 1024);
+        let max_buf_size = parser_limit.max(8 * 1024 + 1);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(max_buf_size)
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(parser_limit).unwrap_or(u32::MAX));
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(max_buf_size)
+            .keep_alive(true);
+        Self { auto, http1 }
+    }
+}
+
 #[derive(Clone)]
 struct AcceptContext {
     app: Arc<App>,
-    builder: auto::Builder<TokioExecutor>,
-    http1: http1::Builder,
+    builders: Arc<Builders>,
     tls: Option<TlsAcceptor>,
     watcher: Watcher,
     permits: Arc<Semaphore>,
@@ -298,7 +308,7 @@ fn connection(
             result
         })
     });
-    let builders = (context.builder.clone(), context.http1.clone());
+    let builders = context.builders.clone();
     let tls = context.tls.clone();
     let timeout = context.handshake_timeout;
     let watcher = context.watcher.clone();
@@ -362,7 +372,7 @@ async fn sniff(stream: &TcpStream) -> Option<Version> {
 /// connection (inline in the connection's task, which then holds no HTTP/2 state), HTTP/2 or
 /// a protocol still to sniff on hyper-util's (boxed).
 async fn serve_connection<I, S, B>(
-    (builder, http1): (auto::Builder<TokioExecutor>, http1::Builder),
+    builders: Arc<Builders>,
     io: I,
     service: S,
     watcher: Watcher,
@@ -379,14 +389,14 @@ async fn serve_connection<I, S, B>(
     let io = TokioIo::new(io);
     match version {
         Some(Version::HTTP_2) => {
-            let builder = builder.http2_only();
+            let builder = builders.auto.clone().http2_only();
             let connection = builder.serve_connection(io, service).into_owned();
             Box::pin(drive(connection, watcher, true)).await;
         }
-        Some(_) => drive(http1.serve_connection(io, service), watcher, false).await,
+        Some(_) => drive(builders.http1.serve_connection(io, service), watcher, false).await,
         None => {
             Box::pin(drive(
-                builder.serve_connection(io, service).into_owned(),
+                builders.auto.serve_connection(io, service).into_owned(),
                 watcher,
                 false,
             ))

@@ -402,21 +402,20 @@ impl Claims {
 
     /// The audiences: `aud` as one string or an array of strings; none for null or `[]`.
     pub fn aud(&self) -> impl Iterator<Item = &str> {
-        let (aud, _) = self
-            .lists
-            .split_at_checked(self.scopes_from as usize)
-            .unwrap_or_default();
-        aud.iter().map(|span| self.str_at(*span))
+        self.split_lists().0.iter().map(|span| self.str_at(*span))
     }
 
     /// Union of the space-delimited `scope` string and the `scp` claim (array or string),
     /// in that order.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        let (_, scopes) = self
-            .lists
+        self.split_lists().1.iter().map(|span| self.str_at(*span))
+    }
+
+    /// [`Self::lists`] as the audiences and the scopes.
+    fn split_lists(&self) -> (&[Span], &[Span]) {
+        self.lists
             .split_at_checked(self.scopes_from as usize)
-            .unwrap_or_default();
-        scopes.iter().map(|span| self.str_at(*span))
+            .unwrap_or_default()
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {

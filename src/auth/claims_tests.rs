@@ -24,46 +24,33 @@ fn registered_claims_are_typed() {
 
 #[test]
 fn wrong_types_are_rejected() {
-    assert_eq!(
-        parse(r#"{"exp":"10"}"#).unwrap_err(),
-        "claim 'exp' must be a number of seconds (NumericDate)"
-    );
-    assert_eq!(
-        parse(r#"{"exp":1e300}"#).unwrap_err(),
-        "claim 'exp' is out of range"
-    );
-    assert_eq!(
-        parse(r#"{"nbf":-5}"#).unwrap_err(),
-        "claim 'nbf' is out of range"
-    );
-    assert_eq!(
-        parse(r#"{"aud":5}"#).unwrap_err(),
-        "claim 'aud' must be a string or an array of strings"
-    );
-    assert_eq!(
-        parse(r#"{"aud":{"a":1}}"#).unwrap_err(),
-        "claim 'aud' must be a string or an array of strings"
-    );
-    assert_eq!(
-        parse(r#"{"aud":[1]}"#).unwrap_err(),
-        "claim 'aud' must be a string or an array of strings"
-    );
-    assert_eq!(
-        parse(r#"{"scope":["a"]}"#).unwrap_err(),
-        "claim 'scope' must be a space-delimited string"
-    );
-    assert_eq!(
-        parse(r#"{"scp":7}"#).unwrap_err(),
-        "claim 'scp' must be a string or an array of strings"
-    );
-    assert_eq!(
-        parse(r#"{"iss":1}"#).unwrap_err(),
-        "claim 'iss' must be a string"
-    );
-    assert_eq!(
-        parse(r#"{"client_id":true}"#).unwrap_err(),
-        "claim 'client_id' must be a string"
-    );
+    let aud = "claim 'aud' must be a string or an array of strings";
+    for (payload, error) in [
+        (
+            r#"{"exp":"10"}"#,
+            "claim 'exp' must be a number of seconds (NumericDate)",
+        ),
+        (r#"{"exp":1e300}"#, "claim 'exp' is out of range"),
+        (r#"{"nbf":-5}"#, "claim 'nbf' is out of range"),
+        (r#"{"aud":5}"#, aud),
+        (r#"{"aud":{"a":1}}"#, aud),
+        (r#"{"aud":[1]}"#, aud),
+        (
+            r#"{"scope":["a"]}"#,
+            "claim 'scope' must be a space-delimited string",
+        ),
+        (
+            r#"{"scp":7}"#,
+            "claim 'scp' must be a string or an array of strings",
+        ),
+        (r#"{"iss":1}"#, "claim 'iss' must be a string"),
+        (
+            r#"{"client_id":true}"#,
+            "claim 'client_id' must be a string",
+        ),
+    ] {
+        assert_eq!(parse(payload).unwrap_err(), error, "{payload}");
+    }
 }
 
 #[test]

@@ -44,6 +44,19 @@ pub struct IssuerConfig {
     pub fetch_timeout: Duration,
 }
 
+/// The configuration's defaults (`jwt.jwksRefreshInterval` and the others, docs/configuration.md).
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        use crate::config::defaults;
+        Self {
+            refresh_interval: defaults::JWKS_REFRESH_INTERVAL,
+            min_refetch_interval: defaults::JWKS_MIN_REFETCH_INTERVAL,
+            max_staleness: defaults::MAX_KEY_STALENESS,
+            fetch_timeout: defaults::JWKS_FETCH_TIMEOUT,
+        }
+    }
+}
+
 impl IssuerConfig {
     /// The stricter of two configurations (routes sharing an issuer share its keys).
     pub fn strictest(self, other: Self) -> Self {
