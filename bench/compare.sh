@@ -20,6 +20,9 @@
 #   18093 gh-plain-t2  the plain proxy, two worker threads
 #   18094 gh-hot-t2    the hot-token route, two worker threads
 #   18095 haproxy-t2   HAProxy plain and (18096) jwt_verify RS256, nbthread 2
+# and the floor under all of them: examples/hyper_floor.rs, a bare proxy on the same hyper
+# server and client connections and tokio runtime with none of the edge (no phases):
+#   18098 floor        (FLOOR_BIN=path, or built with target/release/gatehouse)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED_BENCH:-$here/../shared/bench}
@@ -41,9 +44,11 @@ export PATH="$here/.bench/venv/bin:$PATH"
 if [ -n "${GATEHOUSE_BIN:-}" ]; then
   bin=$(realpath "$GATEHOUSE_BIN")
 else
-  (cd "$here" && cargo build --release --quiet)
+  (cd "$here" && cargo build --release --quiet --bin gatehouse --example hyper_floor)
   bin=$here/target/release/gatehouse
+  FLOOR_BIN=${FLOOR_BIN:-$here/target/release/examples/hyper_floor}
 fi
+floor=${FLOOR_BIN:+$(realpath "$FLOOR_BIN")}
 
 rsync -a --delete --exclude gen --exclude run --exclude out "$shared/" "$work/"
 cd "$work"
@@ -83,6 +88,7 @@ config 18091 0 jwt > run/gh-nocache.yaml
 config 18092 100000 none > run/gh-plain.yaml
 config 18093 100000 none > run/gh-plain-t2.yaml
 config 18094 100000 jwt > run/gh-hot-t2.yaml
+config 18098 0 none > run/floor.yaml
 # HAProxy with two threads: the harness's own frontends on other ports.
 sed -e 's/nbthread 1/nbthread 2/' -e 's/:18081/:18095/' -e 's/:18082/:18096/' -e 's/:18083/:18097/' \
   conf/haproxy.cfg > run/haproxy-t2.cfg
@@ -98,6 +104,9 @@ t_haproxy_rs256_t2    18096  rs256      run/haproxy-t2.pid     HAProxy jwt_verif
 t_gh_plain_t2         18093  rs256      run/gh-plain-t2.pid    gatehouse NONE, --threads 2 on both cores
 t_gh_rs256_t2         18094  rs256      run/gh-hot-t2.pid      gatehouse RS256 hot token, --threads 2 on both cores
 TSV
+if [ -n "$floor" ]; then
+  echo "f_hyper_floor         18098  rs256      run/floor.pid          bare hyper proxy (examples/hyper_floor): the parts' floor" >> cases.tsv
+fi
 
 cleanup() { ./peers.sh stop >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -109,6 +118,9 @@ for p in gh-hot:18090 gh-nocache:18091 gh-plain:18092; do
   name=${p%%:*}; port=${p##*:}
   ./peers.sh start-custom "$name" "$port" -- "$bin" serve --config "run/$name.yaml" --threads 1
 done
+if [ -n "$floor" ]; then
+  ./peers.sh start-custom floor 18098 -- "$floor" serve --config run/floor.yaml
+fi
 # The two-thread cases span both cores (peers.sh pins to one).
 taskset -c 0,1 haproxy -f run/haproxy-t2.cfg -db > run/haproxy-t2.out 2>&1 &
 echo $! > run/haproxy-t2.pid

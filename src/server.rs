@@ -2,7 +2,8 @@
 //! listeners, ALPN on TLS), connection limits, and the graceful drain.
 //!
 //! Hyper's own protections sit here, below the request stack: a header section must arrive
-//! within `headerReadTimeout` (slowloris), the parser refuses header sections beyond
+//! within `headerReadTimeout` (slowloris; on HTTP/1.1 connections kept by `head`'s one timer
+//! per connection, on the others by hyper's), the parser refuses header sections beyond
 //! `maxRequestHeaderBytes` plus a margin (the stack answers over-limit requests inside the
 //! margin with SPEC §7's JSON 431), HTTP/2 streams per connection are capped, and h2's
 //! rapid-reset protection is on. `maxConnections` bounds open connections: beyond it, new
@@ -24,6 +25,8 @@
 //! threads a plain request cost 38 µs of CPU against 28 µs with one (docs/performance.md).
 
 mod drain;
+mod gated;
+mod head;
 mod linger;
 mod worker;
 
@@ -52,6 +55,8 @@ use crate::app::App;
 use crate::context::ConnInfo;
 use crate::settings::Startup;
 use drain::{DRAIN_IDLE, Drain, Watcher};
+use gated::Gated;
+use head::{HeadClock, Timed};
 use linger::Lingering;
 
 /// HTTP/2 streams one client connection may have open at once.
@@ -194,6 +199,8 @@ pub async fn serve(
 struct Builders {
     auto: auto::Builder<TokioExecutor>,
     http1: http1::Builder,
+    /// `headerReadTimeout`, which `http1` leaves to `head`.
+    header_read_timeout: Duration,
 }
 
 impl Builders {
@@ -217,10 +224,15 @@ impl Builders {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            // Kept by `head`, without a timer per request.
+            .header_read_timeout(None)
             .max_buf_size(max_buf_size)
             .keep_alive(true);
-        Self { auto, http1 }
+        Self {
+            auto,
+            http1,
+            header_read_timeout: limits.header_read_timeout,
+        }
     }
 }
 
@@ -291,9 +303,13 @@ fn connection(
     let info = ConnInfo::new(remote, context.tls.is_some()).on_listener(local);
     let service = crate::stack::for_connection::<Incoming>(context.app.clone(), info);
     let draining = context.watcher.flag();
+    let clock = HeadClock::new();
+    let head = clock.clone();
     let hyper_service = service_fn(move |request: Request<Incoming>| {
+        head.busy();
         let http1 = request.version() < Version::HTTP_2;
         let draining = draining.clone();
+        let head = head.clone();
         service.clone().oneshot(request).map(move |mut result| {
             // Draining: this HTTP/1.1 response is the connection's last (hyper closes after
             // a response that says so); HTTP/2 has GOAWAY instead.
@@ -305,7 +321,7 @@ fn connection(
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            result
+            result.map(|response| response.map(|body| Timed::new(body, head)))
         })
     });
     let builders = context.builders.clone();
@@ -321,7 +337,7 @@ fn connection(
                     return;
                 };
                 let stream = Lingering::new(stream);
-                serve_connection(builders, stream, hyper_service, watcher, version).await;
+                serve_connection(builders, stream, hyper_service, watcher, version, clock).await;
             }
             Some(acceptor) => {
                 // Boxed, handshake and all: rustls's state is kilobytes inline, and would
@@ -339,7 +355,8 @@ fn connection(
                         Some(b"http/1.1") => Some(Version::HTTP_11),
                         _ => None,
                     };
-                    serve_connection(builders, tls_stream, hyper_service, watcher, version).await;
+                    serve_connection(builders, tls_stream, hyper_service, watcher, version, clock)
+                        .await;
                 };
                 Box::pin(tls).await;
             }
@@ -377,6 +394,7 @@ async fn serve_connection<I, S, B>(
     service: S,
     watcher: Watcher,
     version: Option<Version>,
+    clock: Arc<HeadClock>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -391,14 +409,24 @@ async fn serve_connection<I, S, B>(
         Some(Version::HTTP_2) => {
             let builder = builders.auto.clone().http2_only();
             let connection = builder.serve_connection(io, service).into_owned();
-            Box::pin(drive(connection, watcher, true)).await;
+            Box::pin(drive(connection, watcher, true, None)).await;
         }
-        Some(_) => drive(builders.http1.serve_connection(io, service), watcher, false).await,
+        Some(_) => {
+            let head = Some((clock, builders.header_read_timeout));
+            drive(
+                builders.http1.serve_connection(io, service),
+                watcher,
+                false,
+                head,
+            )
+            .await
+        }
         None => {
             Box::pin(drive(
                 builders.auto.serve_connection(io, service).into_owned(),
                 watcher,
                 false,
+                None,
             ))
             .await
         }
@@ -406,22 +434,40 @@ async fn serve_connection<I, S, B>(
 }
 
 /// Drives a connection to its end, and drains it when the drain starts (see the `drain`
-/// module for why HTTP/1.1 waits for an idle moment and HTTP/2 does not).
-async fn drive<C: GracefulConnection>(connection: C, mut watcher: Watcher, h2: bool) {
+/// module for why HTTP/1.1 waits for an idle moment and HTTP/2 does not). With `head`, the
+/// connection is closed (dropped) once it has waited that long for a request head (`head`).
+async fn drive<C: GracefulConnection>(
+    connection: C,
+    mut watcher: Watcher,
+    h2: bool,
+    head: Option<(Arc<HeadClock>, Duration)>,
+) {
     tokio::pin!(connection);
+    let expired = Gated::new(async move {
+        match head {
+            Some((clock, timeout)) => head::expired(clock, timeout).await,
+            None => std::future::pending().await,
+        }
+    });
+    tokio::pin!(expired);
     tokio::select! {
         _ = connection.as_mut() => return,
+        () = expired.as_mut() => return,
         () = watcher.started() => {}
     }
     if !h2 {
         tokio::select! {
             _ = connection.as_mut() => return,
+            () = expired.as_mut() => return,
             () = tokio::time::sleep(DRAIN_IDLE) => {}
         }
     }
     // HTTP/1.1: closes the connection if idle, or after the response in flight; HTTP/2: GOAWAY.
     connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    tokio::select! {
+        _ = connection => {}
+        () = expired => {}
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -240,6 +240,43 @@ async fn slowloris_is_closed_at_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_response_outlasting_header_read_timeout_is_not_cut() {
+    // The timeout is for request heads: a stream of 2.4 s behind a 1 s headerReadTimeout runs
+    // to its end, and the connection then serves the next request.
+    let edge = Edge::start("limits: { headerReadTimeout: 1s }", &support_route()).await;
+    let mut stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"stream":6,"intervalMs":400}"#;
+    let request = format!(
+        "POST /runtimes/support/invocations HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        edge.valid_token(),
+        body.len()
+    );
+    for round in 0..2 {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        // Chunked: the stream ends with its last chunk.
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+                .await
+                .expect("the response stalled")
+                .unwrap();
+            assert!(
+                n > 0,
+                "round {round}: closed mid-response after {} bytes",
+                seen.len()
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert_eq!(text.matches("data: ").count(), 6, "round {round}: {text}");
+    }
+    assert_eq!(edge.agent.request_count(), 2);
+}
+
+#[tokio::test]
 async fn concurrent_requests_share_the_pool() {
     let edge = Arc::new(Edge::start("", &support_route()).await);
     let token = edge.valid_token();
