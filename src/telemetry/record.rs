@@ -87,10 +87,11 @@ where
             self.app.spans.is_some(),
         ));
         request.extensions_mut().insert(record.clone());
-        let mut inner = self.inner.clone();
+        // Called here, not in the future: the stack's futures own what they need, so the
+        // future need not own a clone of the whole stack (one per request).
+        let called = self.inner.call(request);
         let app = self.app.clone();
         Box::pin(async move {
-            let called = inner.call(request);
             // A recorded request is the task's current request, so key fetches it triggers
             // land on its auth span (telemetry::spans).
             let result = if record.capture().is_some() {
