@@ -168,6 +168,14 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// What the verified-token cache says about a request's token, without waiting.
+enum Cached {
+    /// Decided: the cached principal, or what is wrong with the token.
+    Decided(Result<(Principal, Option<TokenHash>), AuthError>),
+    /// Not decided by the cache: verify the token (its digest, when the cache is on).
+    Verify(Option<TokenHash>),
+}
+
 impl Authorizer {
     fn issuer_id(&self) -> usize {
         Arc::as_ptr(&self.issuer) as usize
@@ -193,15 +201,41 @@ impl Authorizer {
         headers: &HeaderMap,
         cache: &TokenCache,
     ) -> Result<(Principal, Option<TokenHash>), AuthError> {
-        let token = token::bearer(headers)?;
-        let now = unix_now();
-        let hash = cache.enabled().then(|| TokenCache::hash(token));
-        if let Some(hit) = hash.as_ref().and_then(|h| cache.get(h))
-            && let Some(principal) = self.accept_cached(hit, now)?
-        {
-            return Ok((principal, hash));
+        match self.authenticate_cached(headers, cache) {
+            Cached::Decided(result) => result,
+            Cached::Verify(hash) => self.authenticate_verified(headers, cache, hash).await,
         }
-        let verified = self.verify(token, now).await?;
+    }
+
+    /// What can be decided without waiting: a token the verified-token cache holds for this
+    /// issuer (accepted, or refused for its times or algorithm), or a request without a
+    /// usable bearer token. Anything else needs [`Self::authenticate_verified`].
+    fn authenticate_cached(&self, headers: &HeaderMap, cache: &TokenCache) -> Cached {
+        let token = match token::bearer(headers) {
+            Ok(token) => token,
+            Err(error) => return Cached::Decided(Err(error.into())),
+        };
+        let hash = cache.enabled().then(|| TokenCache::hash(token));
+        let Some(hit) = hash.as_ref().and_then(|h| cache.get(h)) else {
+            return Cached::Verify(hash);
+        };
+        match self.accept_cached(hit, unix_now()) {
+            Ok(Some(principal)) => Cached::Decided(Ok((principal, hash))),
+            Ok(None) => Cached::Verify(hash),
+            Err(error) => Cached::Decided(Err(error)),
+        }
+    }
+
+    /// The full verification of the request's token (its `hash` when the cache is on), which
+    /// the cache then holds.
+    async fn authenticate_verified(
+        &self,
+        headers: &HeaderMap,
+        cache: &TokenCache,
+        hash: Option<TokenHash>,
+    ) -> Result<(Principal, Option<TokenHash>), AuthError> {
+        let token = token::bearer(headers)?;
+        let verified = self.verify(token, unix_now()).await?;
         let principal = Principal {
             claims: verified.claims.clone(),
             cache_hit: false,
@@ -212,6 +246,21 @@ impl Authorizer {
             cache.insert(hash, verified);
         }
         Ok((principal, hash))
+    }
+
+    /// An authentication's result with the route's policy applied: a refused principal is
+    /// kept for the record (who was denied).
+    fn authorized(
+        &self,
+        result: Result<(Principal, Option<TokenHash>), AuthError>,
+    ) -> Result<(Principal, Option<TokenHash>), (AuthError, Option<Principal>)> {
+        match result {
+            Ok((principal, hash)) => match self.authorize(&principal) {
+                Ok(()) => Ok((principal, hash)),
+                Err(error) => Err((error, Some(principal))),
+            },
+            Err(error) => Err((error, None)),
+        }
     }
 
     /// The route's policy (allowed audience, clients, scopes, custom claims), checked on
@@ -418,82 +467,104 @@ where
             return Either::Left(self.inner.call(request));
         }
         let (record, route) = (record.clone(), route.clone());
+        let Some(authorizer) = route.auth.as_ref() else {
+            return Either::Right(Box::pin(ready(Err(ProxyError::NoRoute))));
+        };
+        // An address over its budget of failed validations is refused before any token work:
+        // a forged-token flood costs one lookup per request, not a verification. The 429 is
+        // sent when the budget has room again (at most a second later): a client that retries
+        // at once gains nothing, and a flood that waits for answers slows to the budget's pace
+        // instead of taking turns with honest callers.
+        if let Some(budget) = &record.settings.auth_failures
+            && let Some(wait) = budget.blocked(record.conn.remote.ip())
+        {
+            let budget = budget.clone();
+            return Either::Right(Box::pin(async move {
+                tokio::time::sleep(wait.min(failures::MAX_HOLD)).await;
+                Err(over_failure_budget(&route, &record, &budget, wait))
+            }));
+        }
+        let started = Instant::now();
+        // Most requests carry a token the verified-token cache holds: decided here, and the
+        // inner future goes on unboxed, without a clone of the stack behind it.
+        let hash = match authorizer.authenticate_cached(request.headers(), &self.cache) {
+            Cached::Decided(result) => {
+                let result = authorizer.authorized(result);
+                return match settle(&route, &record, &mut request, result, started.elapsed()) {
+                    Ok(()) => Either::Left(self.inner.call(request)),
+                    Err(error) => Either::Right(Box::pin(ready(Err(error)))),
+                };
+            }
+            Cached::Verify(hash) => hash,
+        };
         let mut inner = self.inner.clone();
         let cache = self.cache.clone();
         Either::Right(Box::pin(async move {
             let Some(authorizer) = route.auth.as_ref() else {
                 return Err(ProxyError::NoRoute);
             };
-            // An address over its budget of failed validations is refused before any token
-            // work: a forged-token flood costs one lookup per request, not a verification.
-            // The 429 is sent when the budget has room again (at most a second later): a
-            // client that retries at once gains nothing, and a flood that waits for answers
-            // slows to the budget's pace instead of taking turns with honest callers.
-            let budget = record.settings.auth_failures.as_ref();
-            let ip = record.conn.remote.ip();
-            if let Some(budget) = budget
-                && let Some(wait) = budget.blocked(ip)
-            {
-                tokio::time::sleep(wait.min(failures::MAX_HOLD)).await;
-                return Err(over_failure_budget(&route, &record, budget, wait));
-            }
-            let started = Instant::now();
-            // Authenticated but refused principals are kept for the record: who was denied.
-            let result = match authorizer
-                .authenticate_hashed(request.headers(), &cache)
-                .await
-            {
-                Ok((principal, hash)) => match authorizer.authorize(&principal) {
-                    Ok(()) => Ok((principal, hash)),
-                    Err(error) => Err((error, Some(principal))),
-                },
-                Err(error) => Err((error, None)),
-            };
-            let duration = started.elapsed();
-            match result {
-                Ok((principal, hash)) => {
-                    // Routes that exchange the caller's token (SPEC §13) get it handed over;
-                    // the others never hold a copy.
-                    if route.outbound.as_ref().is_some_and(|o| o.needs_subject())
-                        && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
-                    {
-                        let hash = hash.unwrap_or_else(|| {
-                            TokenCache::hash(token::bearer(request.headers()).unwrap_or_default())
-                        });
-                        let subject = crate::outbound::SubjectToken::new(
-                            header.clone(),
-                            hash,
-                            principal.claims.exp(),
-                        );
-                        request.extensions_mut().insert(subject);
-                    }
-                    record.set_auth(principal.record(AuthOutcome::Ok, duration));
-                    request.extensions_mut().insert(principal);
-                    inner.call(request).await
-                }
-                Err((error, refused)) => {
-                    if let Some(budget) = budget
-                        && matches!(error, AuthError::Invalid(_) | AuthError::Expired)
-                    {
-                        budget.failed(ip);
-                    }
-                    let outcome = error.outcome();
-                    record.set_auth(match refused {
-                        Some(principal) => principal.record(outcome, duration),
-                        None => AuthRecord::new(outcome, duration),
-                    });
-                    let base = challenge::base_url(&record, request.headers());
-                    let challenge = Challenge::new(
-                        &route,
-                        &base,
-                        &challenge::resource_path(&route, request.uri().path()),
-                    );
-                    Err(ProxyError::Auth {
-                        error,
-                        challenge: Box::new(challenge),
-                    })
-                }
-            }
+            let result = authorizer
+                .authenticate_verified(request.headers(), &cache, hash)
+                .await;
+            let result = authorizer.authorized(result);
+            settle(&route, &record, &mut request, result, started.elapsed())?;
+            inner.call(request).await
         }))
+    }
+}
+
+/// Records the authentication's outcome and readies the request for the inner phases
+/// (the principal; the subject token for routes that exchange it), or builds the refusal
+/// (401/403 with its challenge) and counts a failure against the client's budget.
+fn settle<B>(
+    route: &Route,
+    record: &RequestRecord,
+    request: &mut Request<B>,
+    result: Result<(Principal, Option<TokenHash>), (AuthError, Option<Principal>)>,
+    duration: Duration,
+) -> Result<(), ProxyError> {
+    match result {
+        Ok((principal, hash)) => {
+            // Routes that exchange the caller's token (SPEC §13) get it handed over; the
+            // others never hold a copy.
+            if route.outbound.as_ref().is_some_and(|o| o.needs_subject())
+                && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
+            {
+                let hash = hash.unwrap_or_else(|| {
+                    TokenCache::hash(token::bearer(request.headers()).unwrap_or_default())
+                });
+                let subject = crate::outbound::SubjectToken::new(
+                    header.clone(),
+                    hash,
+                    principal.claims.exp(),
+                );
+                request.extensions_mut().insert(subject);
+            }
+            record.set_auth(principal.record(AuthOutcome::Ok, duration));
+            request.extensions_mut().insert(principal);
+            Ok(())
+        }
+        Err((error, refused)) => {
+            if let Some(budget) = record.settings.auth_failures.as_ref()
+                && matches!(error, AuthError::Invalid(_) | AuthError::Expired)
+            {
+                budget.failed(record.conn.remote.ip());
+            }
+            let outcome = error.outcome();
+            record.set_auth(match refused {
+                Some(principal) => principal.record(outcome, duration),
+                None => AuthRecord::new(outcome, duration),
+            });
+            let base = challenge::base_url(record, request.headers());
+            let challenge = Challenge::new(
+                route,
+                &base,
+                &challenge::resource_path(route, request.uri().path()),
+            );
+            Err(ProxyError::Auth {
+                error,
+                challenge: Box::new(challenge),
+            })
+        }
     }
 }
