@@ -229,7 +229,10 @@ impl HeaderPolicy {
         session: Option<&str>,
         principal: Option<&Principal>,
     ) -> String {
-        let mut out = String::with_capacity(session.map_or(0, |s| s.len() + 12));
+        // Sized for `session.id=<id>` exactly, the usual whole value: a `String` at its
+        // capacity becomes the header's `Bytes` as it is, where spare capacity costs another
+        // allocation.
+        let mut out = String::with_capacity(session.map_or(0, |s| "session.id=".len() + s.len()));
         let mut entries = 0;
         // Written straight into `out` (no list, no `format!`): this runs on every request.
         if let Some(session) = session {
@@ -343,6 +346,15 @@ mod tests {
             policy.baggage(&client, Some("s"), None),
             "session.id=s,small=1"
         );
+    }
+
+    #[test]
+    fn session_only_baggage_fills_its_capacity() {
+        let policy = HeaderPolicy::new(&[], None, &[], &[], false).unwrap();
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let out = policy.baggage(&HeaderMap::new(), Some(id), None);
+        assert_eq!(out, format!("session.id={id}"));
+        assert_eq!(out.len(), out.capacity(), "no spare capacity to copy away");
     }
 
     #[test]

@@ -238,8 +238,10 @@ pub fn uuid_v4() -> HeaderValue {
     hex_into(&bytes[6..8], &mut text[14..18]);
     hex_into(&bytes[8..10], &mut text[19..23]);
     hex_into(&bytes[10..], &mut text[24..]);
-    // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+    // Owned by the `Bytes`, not copied into it: an id is cloned into the upstream request, the
+    // record and the response, and a copied (`Vec`-backed) `Bytes` allocates again on its
+    // first clone to become shareable. Hex digits and dashes are always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or(HeaderValue::from_static("0"))
 }
 
