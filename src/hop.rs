@@ -31,8 +31,18 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 
 /// Header names listed in `Connection` (hop-by-hop by declaration).
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
+    let values = headers.get_all(header::CONNECTION);
+    // Answered before any parsing: no `Connection`, or the usual `keep-alive` alone (which
+    // names a header on the list anyway), as nearly every response from an upstream carries.
+    let mut first_two = values.iter();
+    match (first_two.next(), first_two.next()) {
+        (None, _) => return Vec::new(),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") => {
+            return Vec::new();
+        }
+        _ => {}
+    }
+    values
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -82,6 +92,14 @@ mod tests {
         let h = headers(&[("connection", "keep-alive, X-Custom"), ("x-custom", "1")]);
         let tokens = connection_tokens(&h);
         assert!(tokens.contains(&HeaderName::from_static("x-custom")));
+        assert!(connection_tokens(&headers(&[("connection", "Keep-Alive")])).is_empty());
+        assert!(connection_tokens(&headers(&[])).is_empty());
+        // A second `Connection` line is read too, whatever the first says.
+        let two = headers(&[("connection", "keep-alive"), ("connection", "x-other")]);
+        assert_eq!(
+            connection_tokens(&two),
+            [HeaderName::from_static("x-other")]
+        );
     }
 
     #[test]
