@@ -23,13 +23,12 @@ use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::Check;
 use crate::route::Protocol;
+use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
 
 pub static REQUEST_ID_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-request-id");
 pub static USER_ID_HEADER: HeaderName =
     HeaderName::from_static("x-amzn-bedrock-agentcore-runtime-user-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -229,7 +228,10 @@ impl HeaderPolicy {
         session: Option<&str>,
         principal: Option<&Principal>,
     ) -> String {
-        let mut out = String::with_capacity(session.map_or(0, |s| s.len() + 12));
+        // Sized for `session.id=<id>` exactly, the usual whole value: a `String` at its
+        // capacity becomes the header's `Bytes` as it is, where spare capacity costs another
+        // allocation.
+        let mut out = String::with_capacity(session.map_or(0, |s| "session.id=".len() + s.len()));
         let mut entries = 0;
         // Written straight into `out` (no list, no `format!`): this runs on every request.
         if let Some(session) = session {
@@ -271,7 +273,13 @@ fn push_encoded(out: &mut String, entries: &mut usize, key: &str, value: &str) {
     }
     out.push_str(key);
     out.push('=');
-    out.extend(utf8_percent_encode(value, BAGGAGE_VALUE));
+    // The usual value, an id, needs no encoding: copied whole, where the encoder's iterator
+    // tests each byte against its set at a higher cost.
+    if value.bytes().all(is_plain_baggage_octet) {
+        out.push_str(value);
+    } else {
+        out.extend(utf8_percent_encode(value, BAGGAGE_VALUE));
+    }
     if *entries >= BAGGAGE_MAX_ENTRIES || out.len() > BAGGAGE_MAX_BYTES {
         out.truncate(start);
     } else {
@@ -289,6 +297,12 @@ fn push_member(out: &mut String, entries: &mut usize, member: &str) {
     }
     out.push_str(member);
     *entries += 1;
+}
+
+/// A byte [`BAGGAGE_VALUE`] leaves as it is: visible ASCII other than `"`, `,`, `;`, `\` and
+/// `%` (the test `plain_octets_are_what_the_encoder_leaves` keeps the two in step).
+fn is_plain_baggage_octet(b: u8) -> bool {
+    matches!(b, b'!'..=b'~') && !matches!(b, b'"' | b',' | b';' | b'\\' | b'%')
 }
 
 /// RFC 7230 `tchar`.
@@ -343,6 +357,25 @@ mod tests {
             policy.baggage(&client, Some("s"), None),
             "session.id=s,small=1"
         );
+    }
+
+    #[test]
+    fn plain_octets_are_what_the_encoder_leaves() {
+        for b in 0..=u8::MAX {
+            let bytes = [b];
+            let text = String::from_utf8_lossy(&bytes);
+            let encoded = utf8_percent_encode(&text, BAGGAGE_VALUE).to_string();
+            assert_eq!(is_plain_baggage_octet(b), encoded == text, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn session_only_baggage_fills_its_capacity() {
+        let policy = HeaderPolicy::new(&[], None, &[], &[], false).unwrap();
+        let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let out = policy.baggage(&HeaderMap::new(), Some(id), None);
+        assert_eq!(out, format!("session.id={id}"));
+        assert_eq!(out.len(), out.capacity(), "no spare capacity to copy away");
     }
 
     #[test]

@@ -19,6 +19,24 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// The position of `name` in [`HOP_BY_HOP`], from its text: a `match` on a string rejects
+/// by length first, where comparing a name with each of the nine costs a comparison each,
+/// and this runs for every header of every response.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "proxy-connection" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
+
 /// Whether a header name (any case) is hop-by-hop: on the list, or of the `Proxy-*` family.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP
@@ -31,8 +49,18 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 
 /// Header names listed in `Connection` (hop-by-hop by declaration).
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
+    let values = headers.get_all(header::CONNECTION);
+    // Answered before any parsing: no `Connection`, or the usual `keep-alive` alone (which
+    // names a header on the list anyway), as nearly every response from an upstream carries.
+    let mut first_two = values.iter();
+    match (first_two.next(), first_two.next()) {
+        (None, _) => return Vec::new(),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") => {
+            return Vec::new();
+        }
+        _ => {}
+    }
+    values
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -50,7 +78,7 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     // hop-by-hop header (`Connection: keep-alive`), not nine.
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_index(name) {
             present |= 1 << i;
         }
     }
@@ -78,10 +106,29 @@ mod tests {
     use crate::test_support::headers;
 
     #[test]
+    fn hop_index_is_the_position_on_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+        }
+        for name in [header::CONTENT_TYPE, header::SERVER, header::DATE] {
+            assert_eq!(hop_index(&name), None);
+        }
+        assert_eq!(hop_index(&HeaderName::from_static("proxy-foo")), None);
+    }
+
+    #[test]
     fn connection_named_headers() {
         let h = headers(&[("connection", "keep-alive, X-Custom"), ("x-custom", "1")]);
         let tokens = connection_tokens(&h);
         assert!(tokens.contains(&HeaderName::from_static("x-custom")));
+        assert!(connection_tokens(&headers(&[("connection", "Keep-Alive")])).is_empty());
+        assert!(connection_tokens(&headers(&[])).is_empty());
+        // A second `Connection` line is read too, whatever the first says.
+        let two = headers(&[("connection", "keep-alive"), ("connection", "x-other")]);
+        assert_eq!(
+            connection_tokens(&two),
+            [HeaderName::from_static("x-other")]
+        );
     }
 
     #[test]

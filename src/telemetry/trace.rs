@@ -14,8 +14,13 @@
 //! assert!(trace.upstream_traceparent().to_str().unwrap().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
 //! ```
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
+
+// Names, not strings, to look up by: a string is parsed into a name again on every lookup.
+pub(crate) static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
 /// The trace this request belongs to and the span ids the edge uses in it.
 #[derive(Debug, Clone)]
@@ -83,12 +88,12 @@ impl TraceContext {
         ids.copy_from_slice(&random[..16]);
         span_id.copy_from_slice(&random[16..24]);
         upstream_span_id.copy_from_slice(&random[24..]);
-        let parsed = headers
-            .get("traceparent")
+        let traceparent = headers.get(&TRACEPARENT);
+        let parsed = traceparent
             .and_then(|v| parse_traceparent(v.as_bytes()))
             .or_else(|| {
                 headers
-                    .get("x-amzn-trace-id")
+                    .get(&X_AMZN_TRACE_ID)
                     .and_then(|v| parse_xray(v.as_bytes()))
             });
         match parsed {
@@ -98,10 +103,7 @@ impl TraceContext {
                 span_id,
                 upstream_span_id,
                 sampled: sampled.unwrap_or_else(|| sampler.sample(&trace_id)),
-                tracestate: headers
-                    .get("traceparent")
-                    .and(headers.get("tracestate"))
-                    .cloned(),
+                tracestate: traceparent.and(headers.get(&TRACESTATE)).cloned(),
             },
             None => Self {
                 trace_id: ids,
@@ -238,8 +240,10 @@ pub fn uuid_v4() -> HeaderValue {
     hex_into(&bytes[6..8], &mut text[14..18]);
     hex_into(&bytes[8..10], &mut text[19..23]);
     hex_into(&bytes[10..], &mut text[24..]);
-    // Hex digits and dashes are always a valid header value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+    // Owned by the `Bytes`, not copied into it: an id is cloned into the upstream request, the
+    // record and the response, and a copied (`Vec`-backed) `Bytes` allocates again on its
+    // first clone to become shareable. Hex digits and dashes are always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or(HeaderValue::from_static("0"))
 }
 
