@@ -225,9 +225,9 @@ impl Builders {
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .max_header_list_size(u32::try_from(parser_limit).unwrap_or(u32::MAX));
         let mut http1 = http1::Builder::new();
+        // No timer: hyper's HTTP/1.1 server uses one only for its header read timeout, which
+        // `head` keeps instead (without a timer per request).
         http1
-            .timer(TokioTimer::new())
-            // Kept by `head`, without a timer per request.
             .header_read_timeout(None)
             .max_buf_size(max_buf_size)
             .keep_alive(true);

@@ -189,22 +189,11 @@ impl Authorizer {
         headers: &HeaderMap,
         cache: &TokenCache,
     ) -> Result<Principal, AuthError> {
-        self.authenticate_hashed(headers, cache)
-            .await
-            .map(|(principal, _)| principal)
-    }
-
-    /// [`Self::authenticate`], also returning the token's SHA-256 when the verified-token
-    /// cache computed it (the outbound phase keys its cache by the same digest).
-    pub async fn authenticate_hashed(
-        &self,
-        headers: &HeaderMap,
-        cache: &TokenCache,
-    ) -> Result<(Principal, Option<TokenHash>), AuthError> {
-        match self.authenticate_cached(headers, cache) {
+        let authenticated = match self.authenticate_cached(headers, cache) {
             Cached::Decided(result) => result,
             Cached::Verify(hash) => self.authenticate_verified(headers, cache, hash).await,
-        }
+        };
+        authenticated.map(|(principal, _)| principal)
     }
 
     /// What can be decided without waiting: a token the verified-token cache holds for this
