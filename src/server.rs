@@ -23,11 +23,14 @@
 //! one idle list per worker) and its response — lives on one thread, as in HAProxy's threads.
 //! Tokio's work-stealing runtime moved the halves of each exchange between threads: with two
 //! threads a plain request cost 38 µs of CPU against 28 µs with one (docs/performance.md).
+//! Which thread wins a new connection is the kernel's race, so a thread that accepts one while
+//! it has more than its share hands it to the least loaded thread (`spread`).
 
 mod drain;
 mod gated;
 mod head;
 mod linger;
+mod spread;
 mod worker;
 
 use std::future::Future;
@@ -61,6 +64,7 @@ use drain::{DRAIN_IDLE, Drain, Watcher};
 use gated::Gated;
 use head::{HeadClock, Timed};
 use linger::Lingering;
+use spread::{Open, Spread};
 
 /// HTTP/2 streams one client connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -123,6 +127,12 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(
         usize::try_from(limits.max_connections).unwrap_or(usize::MAX),
     ));
+    let threads = startup.workers.max(1);
+    let (spread, inboxes) = Spread::new(
+        (0..threads)
+            .map(|thread| app.metrics.client_connections(thread))
+            .collect(),
+    );
     let context = AcceptContext {
         app: app.clone(),
         builders,
@@ -130,15 +140,17 @@ pub async fn serve(
         watcher: drain.watcher(),
         permits,
         handshake_timeout: limits.header_read_timeout,
+        spread: Arc::new(spread),
     };
     let mut tasks = Vec::new();
     let mut workers = Vec::new();
-    if startup.workers <= 1 {
+    if threads == 1 {
         for listener in listeners.public {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 context.clone(),
                 stop_rx.clone(),
+                0,
             )));
         }
     } else {
@@ -151,7 +163,7 @@ pub async fn serve(
         for listener in listeners.public {
             handles.push(listener.into_std().map_err(unshared)?);
         }
-        for index in 0..startup.workers {
+        for (index, inbox) in inboxes.into_iter().enumerate() {
             let handles = handles
                 .iter()
                 .map(std::net::TcpListener::try_clone)
@@ -160,6 +172,7 @@ pub async fn serve(
             workers.push(worker::start(
                 index,
                 handles,
+                inbox,
                 context.clone(),
                 stop_rx.clone(),
             )?);
@@ -247,12 +260,15 @@ struct AcceptContext {
     watcher: Watcher,
     permits: Arc<Semaphore>,
     handshake_timeout: Duration,
+    spread: Arc<Spread>,
 }
 
+/// Accepts on `listener` for request thread `thread` (0 without threads).
 async fn accept_loop(
     listener: TcpListener,
     context: AcceptContext,
     mut stop: watch::Receiver<bool>,
+    thread: usize,
 ) {
     loop {
         let permit = tokio::select! {
@@ -274,7 +290,9 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        tokio::spawn(connection(&context, stream, remote, Some(permit)));
+        context
+            .spread
+            .dispatch(thread, &context, stream, remote, Some(permit));
     }
     // Connections the kernel completed but nobody accepted yet would be reset when the
     // listener closes, and their clients would see a read error rather than a refused
@@ -288,7 +306,8 @@ async fn accept_loop(
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
-            tokio::spawn(connection(&context, stream, remote, None));
+            let open = context.spread.count(thread);
+            tokio::spawn(connection(&context, stream, remote, None, open));
         }
     }
 }
@@ -299,6 +318,7 @@ fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
+    open: Open,
 ) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     // The listener's own address: its origins are the edge's own (SPEC §8).
@@ -368,6 +388,7 @@ fn connection(
             }
         }
         drop(permit);
+        drop(open);
     }
 }
 

@@ -1,7 +1,7 @@
 //! A request thread (`serve --threads N`, N > 1): an OS thread with its own single-threaded
 //! runtime, accepting on its own handle of every public listener (the kernel hands each new
 //! connection to one of the threads waiting on it) and serving the connections it accepted
-//! there, start to end. Whatever a request spawns — the upstream connection task of a new
+//! there, or was handed by a busier thread ([`spread`]), start to end. Whatever a request spawns — the upstream connection task of a new
 //! pooled connection, a background fetch — runs on the same thread, and the upstream pools
 //! keep one idle list per worker ([`crate::forward::pool::set_worker`]), so an exchange never
 //! wakes another thread.
@@ -13,8 +13,9 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::spread::{self, Handoff};
 use super::{AcceptContext, accept_loop};
 
 /// How `serve` follows one worker thread.
@@ -27,10 +28,12 @@ pub(super) struct Worker {
     done: oneshot::Receiver<()>,
 }
 
-/// Starts worker `index` on `listeners` (its own handles of the public listeners).
+/// Starts worker `index` on `listeners` (its own handles of the public listeners), taking
+/// the connections other workers hand it from `inbox` ([`spread`]).
 pub(super) fn start(
     index: usize,
     listeners: Vec<std::net::TcpListener>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
     context: AcceptContext,
     stop: watch::Receiver<bool>,
 ) -> Result<Worker, String> {
@@ -58,11 +61,12 @@ pub(super) fn start(
                             listener,
                             context.clone(),
                             stop.clone(),
+                            index,
                         ))),
                         Err(error) => tracing::error!(%error, "a worker cannot accept"),
                     }
                 }
-                drop(context);
+                loops.push(tokio::spawn(spread::inbox(inbox, context, stop)));
                 for accepting in loops {
                     let _ = accepting.await;
                 }

@@ -85,6 +85,11 @@ struct IssuerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabel {
+    thread: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabel {
     reason: &'static str,
 }
@@ -116,6 +121,7 @@ pub struct Metrics {
     jwks_keys: Family<IssuerLabel, Gauge>,
     jwks_age: Family<IssuerLabel, Gauge>,
     token_cache_entries: Gauge,
+    client_connections: Family<ThreadLabel, Gauge>,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
     spans_exported: Counter,
@@ -158,6 +164,7 @@ impl Metrics {
         let jwks_keys = Family::<IssuerLabel, Gauge>::default();
         let jwks_age = Family::<IssuerLabel, Gauge>::default();
         let token_cache_entries = Gauge::default();
+        let client_connections = Family::<ThreadLabel, Gauge>::default();
         let access_log_dropped = Counter::default();
         let spans_exported = Counter::default();
         let spans_dropped = Family::<DropLabel, Counter>::default();
@@ -221,6 +228,11 @@ impl Metrics {
             token_cache_entries.clone(),
         );
         registry.register(
+            "gatehouse_client_connections",
+            "Open client connections, by request thread (serve --threads)",
+            client_connections.clone(),
+        );
+        registry.register(
             "gatehouse_access_log_dropped",
             "Access-log lines dropped because stdout could not keep up",
             access_log_dropped.clone(),
@@ -267,6 +279,7 @@ impl Metrics {
             jwks_keys,
             jwks_age,
             token_cache_entries,
+            client_connections,
             access_log_dropped,
             spans_exported,
             spans_dropped,
@@ -355,6 +368,13 @@ impl Metrics {
         self.jwks_age
             .get_or_create(&label)
             .set(i64::try_from(age_seconds).unwrap_or(i64::MAX));
+    }
+
+    /// `gatehouse_client_connections{thread}` of request thread `thread` (from 0).
+    pub fn client_connections(&self, thread: usize) -> Gauge {
+        self.client_connections.get_or_create_owned(&ThreadLabel {
+            thread: thread.to_string(),
+        })
     }
 
     pub fn set_token_cache_entries(&self, entries: u64) {

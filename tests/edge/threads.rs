@@ -75,6 +75,69 @@ async fn three_request_threads_serve_every_connection_and_drain_on_sigterm() {
     );
 }
 
+/// `gatehouse_client_connections{thread}` of each request thread, from `/metrics`.
+async fn open_per_thread(binary: &Binary) -> Vec<f64> {
+    let (status, text) = binary.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .filter(|line| line.starts_with("gatehouse_client_connections{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_over_the_request_threads() {
+    let issuer = issuer().await;
+    let agent = agent().await;
+    let binary = start_binary_env(
+        &issuer,
+        &agent,
+        "telemetry: { accessLog: \"off\" }",
+        &support_route(),
+        &[("GATEHOUSE_THREADS", "3")],
+    )
+    .await;
+    let token = token_of(&issuer);
+    let addr: std::net::SocketAddr = binary.addr.parse().unwrap();
+    // A burst of keep-alive connections, each answered once and kept open: whichever thread
+    // wins each accept, none ends up with more than two above another.
+    let mut open = Vec::new();
+    for _ in 0..18 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::post(format!("http://{addr}/runtimes/support/invocations"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        open.push(sender);
+    }
+    let counts = open_per_thread(&binary).await;
+    assert_eq!(counts.len(), 3, "one gauge per thread: {counts:?}");
+    assert_eq!(counts.iter().sum::<f64>(), 18.0, "{counts:?}");
+    let (min, max) = counts
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    assert!(max - min <= 2.0, "{counts:?}");
+
+    // Closed connections are counted out.
+    drop(open);
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            open_per_thread(&binary).await.iter().all(|&c| c == 0.0)
+        })
+        .await,
+        "{:?}",
+        open_per_thread(&binary).await
+    );
+}
+
 #[tokio::test]
 async fn zero_threads_is_refused() {
     let output = std::process::Command::new(gatehouse_bin())
