@@ -56,6 +56,7 @@ mod route;
 pub mod server;
 pub mod session;
 mod settings;
+mod shard;
 pub mod stack;
 pub mod telemetry;
 mod tls;

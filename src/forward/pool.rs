@@ -7,7 +7,7 @@
 //! or a pop; a connection goes back when the response body has been read to its end (the
 //! [`Checkin`] rides on the body), and a response dropped early closes its connection.
 //!
-//! Each request thread (`serve --threads N`, [`set_worker`]) has its own idle list: a
+//! Each request thread (`serve --threads N`, [`crate::shard`]) has its own idle list: a
 //! connection's task runs on the thread that opened it, and a connection only ever goes back
 //! to, and out of, that thread's list, so an exchange never wakes another thread.
 //!
@@ -17,7 +17,6 @@
 //! request the pool could not even hand to a reused connection (closed before the write) is
 //! retried on another. Pools are kept across reloads by [`super::client::UpstreamClients`].
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -34,21 +33,10 @@ use tower::ServiceExt as _;
 
 use super::client::{OutboundBody, POOL_IDLE_TIMEOUT};
 use crate::body::BoxError;
+use crate::shard::SHARDS;
 
 /// Idle connections kept per origin and worker; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
-/// Idle lists per pool: one per request thread (index modulo this), the caller's runtime
-/// threads sharing the first.
-const SHARDS: usize = 8;
-
-thread_local! {
-    static SHARD: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Called on request thread `index` (from 1): its pooled connections stay its own.
-pub(crate) fn set_worker(index: usize) {
-    SHARD.with(|shard| shard.set(index % SHARDS));
-}
 
 /// The keep-alive connections to one origin (`scheme://authority`).
 pub(crate) struct Pool {
@@ -221,7 +209,7 @@ impl Pool {
 
     /// This thread's idle list.
     fn idle(&self) -> &Mutex<Vec<Idle>> {
-        &self.idle[SHARD.with(Cell::get)]
+        &self.idle[crate::shard::current()]
     }
 
     fn take(&self) -> Option<SendRequest<OutboundBody>> {

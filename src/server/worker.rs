@@ -3,7 +3,7 @@
 //! connection to one of the threads waiting on it) and serving the connections it accepted
 //! there, or was handed by a busier thread ([`spread`]), start to end. Whatever a request spawns — the upstream connection task of a new
 //! pooled connection, a background fetch — runs on the same thread, and the upstream pools
-//! keep one idle list per worker ([`crate::forward::pool::set_worker`]), so an exchange never
+//! keep one idle list per worker ([`crate::shard`]), so an exchange never
 //! wakes another thread.
 //!
 //! The thread lives until `serve` says so: after its accept loops stop (the listeners close at
@@ -49,7 +49,7 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name(format!("gatehouse-worker-{index}"))
         .spawn(move || {
-            crate::forward::pool::set_worker(index + 1);
+            crate::shard::set_worker(index + 1);
             runtime.block_on(async move {
                 let mut loops = Vec::new();
                 for listener in listeners {

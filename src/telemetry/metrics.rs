@@ -9,6 +9,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::auth::AuthOutcome;
+use crate::telemetry::sharded::{ShardedCounter, ShardedHistogram};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +20,7 @@ use prometheus_client::registry::Registry;
 
 /// Token-validation latency buckets: 1µs … 100ms (SPEC §10), so a cache hit (~1µs) and an
 /// RS256/ES256 verification (~20–80µs) land in different buckets.
-const AUTH_BUCKETS: [f64; 17] = [
+static AUTH_BUCKETS: [f64; 17] = [
     0.000_001,
     0.000_002_5,
     0.000_005,
@@ -39,7 +40,7 @@ const AUTH_BUCKETS: [f64; 17] = [
     0.1,
 ];
 /// Request and upstream latency buckets: 100µs … 15 minutes (AgentCore's sync limit).
-const REQUEST_BUCKETS: [f64; 20] = [
+static REQUEST_BUCKETS: [f64; 20] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
@@ -106,13 +107,14 @@ struct FetchLabels {
     result: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+/// The per-request histograms: written per request thread ([`crate::telemetry::sharded`]).
+type HistogramFamily<L> = Family<L, ShardedHistogram, fn() -> ShardedHistogram>;
 
 /// Every metric family of the process.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, ShardedCounter>,
     request_duration: HistogramFamily<RouteLabel>,
     auth_duration: HistogramFamily<AuthLabels>,
     upstream_duration: HistogramFamily<RouteLabel>,
@@ -135,12 +137,12 @@ pub struct Metrics {
     policy_decisions: Family<DecisionLabels, Counter>,
 }
 
-fn auth_histogram() -> Histogram {
-    Histogram::new(AUTH_BUCKETS)
+fn auth_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(&AUTH_BUCKETS)
 }
 
-fn request_histogram() -> Histogram {
-    Histogram::new(REQUEST_BUCKETS)
+fn request_histogram() -> ShardedHistogram {
+    ShardedHistogram::new(&REQUEST_BUCKETS)
 }
 
 impl Default for Metrics {
@@ -152,7 +154,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, ShardedCounter>::default();
         let request_duration: HistogramFamily<RouteLabel> =
             Family::new_with_constructor(request_histogram);
         let auth_duration: HistogramFamily<AuthLabels> =
@@ -403,12 +405,12 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct RouteMetrics {
     metrics: Arc<Metrics>,
     route: String,
-    pub request_duration: Histogram,
-    pub upstream_duration: Histogram,
-    pub auth_hit: Histogram,
-    pub auth_miss: Histogram,
+    pub request_duration: ShardedHistogram,
+    pub upstream_duration: ShardedHistogram,
+    pub auth_hit: ShardedHistogram,
+    pub auth_miss: ShardedHistogram,
     pub active_streams: Gauge,
-    requests: [[OnceLock<Counter>; 8]; 5],
+    requests: [[OnceLock<ShardedCounter>; 8]; 5],
 }
 
 impl RouteMetrics {

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod export;
 pub mod metrics;
 pub mod record;
+pub mod sharded;
 pub mod spans;
 pub mod trace;
 
