@@ -88,14 +88,20 @@ impl TraceContext {
         ids.copy_from_slice(&random[..16]);
         span_id.copy_from_slice(&random[16..24]);
         upstream_span_id.copy_from_slice(&random[24..]);
-        let traceparent = headers.get(&TRACEPARENT);
+        // The first value of each, by one scan of the names: the usual request has neither,
+        // and comparing its few names costs less than hashing these two for lookups.
+        let mut traceparent = None;
+        let mut xray = None;
+        for (name, value) in headers {
+            if *name == TRACEPARENT {
+                traceparent = traceparent.or(Some(value));
+            } else if *name == X_AMZN_TRACE_ID {
+                xray = xray.or(Some(value));
+            }
+        }
         let parsed = traceparent
             .and_then(|v| parse_traceparent(v.as_bytes()))
-            .or_else(|| {
-                headers
-                    .get(&X_AMZN_TRACE_ID)
-                    .and_then(|v| parse_xray(v.as_bytes()))
-            });
+            .or_else(|| xray.and_then(|v| parse_xray(v.as_bytes())));
         match parsed {
             Some((trace_id, parent, sampled)) => Self {
                 trace_id,
