@@ -249,7 +249,7 @@ impl HeaderPolicy {
         out.insert(REQUEST_ID_HEADER.clone(), record.request_id.clone());
         self.forwarded_headers(client, host, record, &mut out);
 
-        out.insert(TRACEPARENT.clone(), record.trace.upstream_traceparent());
+        out.insert(TRACEPARENT.clone(), record.upstream_traceparent.clone());
         if let Some(state) = &record.trace.tracestate {
             out.insert(TRACESTATE.clone(), state.clone());
         }
