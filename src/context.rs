@@ -142,6 +142,8 @@ pub struct McpRecord {
 pub struct RequestRecord {
     /// A fresh UUID, sent upstream and returned as `x-amzn-requestid`.
     pub request_id: HeaderValue,
+    /// The `traceparent` the upstream gets (made with the request id: one allocation).
+    pub upstream_traceparent: HeaderValue,
     pub started: Instant,
     pub started_wall: SystemTime,
     pub method: Method,
@@ -180,8 +182,10 @@ impl RequestRecord {
         let trace = TraceContext::from_headers_sampled(request.headers(), settings.tracing.sampler);
         let capture =
             (exporting && trace.sampled).then(|| Box::new(SpanCapture::new(request.headers())));
+        let (request_id, upstream_traceparent) = trace.request_id_and_traceparent();
         Self {
-            request_id: crate::telemetry::trace::uuid_v4(),
+            request_id,
+            upstream_traceparent,
             started: Instant::now(),
             started_wall: SystemTime::now(),
             method: request.method().clone(),

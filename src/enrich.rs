@@ -49,6 +49,51 @@ const STANDARD: [&str; 11] = [
     "x-amzn-bedrock-agentcore-runtime-session-id",
 ];
 
+/// The client headers the pass over them tells apart by a `match` on the name, which costs
+/// less than hashing the name for a set lookup: the standard set, then the headers the edge
+/// reads from the client (the pass notes which are present, so absent ones are not looked up).
+const KNOWN: [&str; 14] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "accept",
+    "user-agent",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "x-amzn-bedrock-agentcore-runtime-session-id",
+    "host",
+    "connection",
+    "baggage",
+];
+const KNOWN_MCP_SESSION: u16 = 1 << 5;
+const KNOWN_SESSION: u16 = 1 << 10;
+const KNOWN_HOST: usize = 11;
+const KNOWN_BAGGAGE: u16 = 1 << 13;
+
+/// The position of `name` in [`KNOWN`].
+fn known_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "content-type" => 0,
+        "content-encoding" => 1,
+        "content-length" => 2,
+        "accept" => 3,
+        "user-agent" => 4,
+        "mcp-session-id" => 5,
+        "mcp-protocol-version" => 6,
+        "last-event-id" => 7,
+        "mcp-method" => 8,
+        "mcp-name" => 9,
+        "x-amzn-bedrock-agentcore-runtime-session-id" => 10,
+        "host" => 11,
+        "connection" => 12,
+        "baggage" => 13,
+        _ => return None,
+    })
+}
+
 /// W3C baggage limits: more entries or bytes are dropped (never an error).
 const BAGGAGE_MAX_ENTRIES: usize = 180;
 const BAGGAGE_MAX_BYTES: usize = 8192;
@@ -64,9 +109,11 @@ const BAGGAGE_VALUE: &AsciiSet = &CONTROLS
 /// One route's compiled header rules.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
-    /// Client headers copied upstream (lowercase names).
+    /// Which of the [`KNOWN`] names are copied upstream (bit `i`: `KNOWN[i]`).
+    known: u16,
+    /// The other client headers copied upstream (lowercase names): the allowlist's.
     /// A `HeaderMap` used as a set: `http`'s own hashing of header names is much cheaper than
-    /// SipHash, and this is looked up for every client header.
+    /// SipHash, and an empty one answers without hashing.
     forward: HeaderMap<()>,
     /// `userIdClaim`.
     user_id_claim: Option<String>,
@@ -127,7 +174,15 @@ impl HeaderPolicy {
         ] {
             forward.remove(name);
         }
+        // The known names are decided by their bit; the set keeps the rest.
+        let mut known = 0;
+        for (i, name) in KNOWN.into_iter().enumerate() {
+            if forward.remove(name).is_some() {
+                known |= 1 << i;
+            }
+        }
         Ok(Self {
+            known,
             forward,
             user_id_claim,
             claim_headers,
@@ -136,8 +191,18 @@ impl HeaderPolicy {
         })
     }
 
+    /// Whether a client header called `name` is copied upstream.
+    #[cfg(test)]
     fn forwards(&self, name: &HeaderName) -> bool {
-        self.forward.contains_key(name) || name.as_str().starts_with("mcp-param-")
+        self.forwards_at(name, known_index(name.as_str()))
+    }
+
+    /// [`Self::forwards`], given the name's position in [`KNOWN`].
+    fn forwards_at(&self, name: &HeaderName, known: Option<usize>) -> bool {
+        match known {
+            Some(i) => self.known & (1 << i) != 0,
+            None => self.forward.contains_key(name) || name.as_str().starts_with("mcp-param-"),
+        }
     }
 
     /// The upstream's headers for this request.
@@ -149,25 +214,48 @@ impl HeaderPolicy {
         record: &RequestRecord,
     ) -> Result<HeaderMap, ProxyError> {
         let mut out = HeaderMap::with_capacity(client.len() + 8);
-        let named_by_connection = crate::hop::connection_tokens(client);
+        // Parsed only when there is a `Connection` header: a scan of the names compares them,
+        // where a lookup hashes one.
+        let named_by_connection = if client.keys().any(|name| name == header::CONNECTION) {
+            crate::hop::connection_tokens(client)
+        } else {
+            Vec::new()
+        };
+        // One pass decides each header and notes which of the known ones the client sent:
+        // the edge looks up only those it did.
+        let mut seen = 0u16;
+        let mut host = None;
         for (name, value) in client {
-            if self.forwards(name) && !named_by_connection.contains(name) {
+            let known = known_index(name.as_str());
+            if let Some(i) = known {
+                seen |= 1 << i;
+                if i == KNOWN_HOST && host.is_none() {
+                    host = Some(value);
+                }
+            }
+            if self.forwards_at(name, known) && !named_by_connection.contains(name) {
                 out.append(name.clone(), value.clone());
             }
         }
 
         // Session id (HTTP routes: validated or generated), sent and recorded.
-        let session = crate::session::forward_id(protocol, client, &mut out, record)?;
+        let sent = seen
+            & match protocol {
+                Protocol::Http => KNOWN_SESSION,
+                Protocol::Mcp => KNOWN_MCP_SESSION,
+            };
+        let session = crate::session::forward_id(protocol, client, sent != 0, &mut out, record)?;
 
         out.insert(REQUEST_ID_HEADER.clone(), record.request_id.clone());
-        self.forwarded_headers(client, record, &mut out);
+        self.forwarded_headers(client, host, record, &mut out);
 
-        out.insert(TRACEPARENT.clone(), record.trace.upstream_traceparent());
+        out.insert(TRACEPARENT.clone(), record.upstream_traceparent.clone());
         if let Some(state) = &record.trace.tracestate {
             out.insert(TRACESTATE.clone(), state.clone());
         }
         let session = session.as_ref().and_then(|v| v.to_str().ok());
-        let baggage = self.baggage(client, session, principal);
+        let client_baggage = (seen & KNOWN_BAGGAGE != 0).then(|| client.get_all(&BAGGAGE));
+        let baggage = self.merge_baggage(client_baggage.into_iter().flatten(), session, principal);
         if !baggage.is_empty()
             && let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(baggage))
         {
@@ -196,7 +284,14 @@ impl HeaderPolicy {
         Ok(out)
     }
 
-    fn forwarded_headers(&self, client: &HeaderMap, record: &RequestRecord, out: &mut HeaderMap) {
+    /// `host`: the client's `Host` (its first value), which the pass over its headers found.
+    fn forwarded_headers(
+        &self,
+        client: &HeaderMap,
+        host: Option<&HeaderValue>,
+        record: &RequestRecord,
+        out: &mut HeaderMap,
+    ) {
         let ip = &record.conn.remote_ip;
         // The client's own values are looked up only when they are trusted.
         let trusted = |name: &HeaderName| self.trust_forwarded.then(|| client.get(name)).flatten();
@@ -215,7 +310,7 @@ impl HeaderPolicy {
             None => HeaderValue::from_static(if record.conn.tls { "https" } else { "http" }),
         };
         out.insert(X_FORWARDED_PROTO.clone(), proto);
-        if let Some(host) = trusted(&X_FORWARDED_HOST).or_else(|| client.get(header::HOST)) {
+        if let Some(host) = trusted(&X_FORWARDED_HOST).or(host) {
             out.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
     }
@@ -225,6 +320,16 @@ impl HeaderPolicy {
     pub fn baggage(
         &self,
         client: &HeaderMap,
+        session: Option<&str>,
+        principal: Option<&Principal>,
+    ) -> String {
+        self.merge_baggage(client.get_all(&BAGGAGE), session, principal)
+    }
+
+    /// [`Self::baggage`], given the client's `baggage` values.
+    fn merge_baggage<'a>(
+        &self,
+        client: impl IntoIterator<Item = &'a HeaderValue>,
         session: Option<&str>,
         principal: Option<&Principal>,
     ) -> String {
@@ -247,7 +352,7 @@ impl HeaderPolicy {
             }
         }
         let ours = |key: &str| (session.is_some() && key == "session.id") || claims.contains(&key);
-        for value in client.get_all(&BAGGAGE) {
+        for value in client {
             let Ok(text) = value.to_str() else { continue };
             for member in text.split(',') {
                 let member = member.trim();
@@ -275,7 +380,11 @@ fn push_encoded(out: &mut String, entries: &mut usize, key: &str, value: &str) {
     out.push('=');
     // The usual value, an id, needs no encoding: copied whole, where the encoder's iterator
     // tests each byte against its set at a higher cost.
-    if value.bytes().all(is_plain_baggage_octet) {
+    // Folded without an early exit, so the compiler checks many bytes at once.
+    if value
+        .bytes()
+        .fold(true, |plain, b| plain & is_plain_baggage_octet(b))
+    {
         out.push_str(value);
     } else {
         out.extend(utf8_percent_encode(value, BAGGAGE_VALUE));
@@ -302,7 +411,7 @@ fn push_member(out: &mut String, entries: &mut usize, member: &str) {
 /// A byte [`BAGGAGE_VALUE`] leaves as it is: visible ASCII other than `"`, `,`, `;`, `\` and
 /// `%` (the test `plain_octets_are_what_the_encoder_leaves` keeps the two in step).
 fn is_plain_baggage_octet(b: u8) -> bool {
-    matches!(b, b'!'..=b'~') && !matches!(b, b'"' | b',' | b';' | b'\\' | b'%')
+    matches!(b, b'!'..=b'~') & !matches!(b, b'"' | b',' | b';' | b'\\' | b'%')
 }
 
 /// RFC 7230 `tchar`.
@@ -400,5 +509,86 @@ mod tests {
         assert!(!policy.forwards(&header::HOST));
         let without = HeaderPolicy::new(&[], None, &[], &[], false).unwrap();
         assert!(!without.forwards(&header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn known_index_is_the_position_on_the_list() {
+        for (i, name) in KNOWN.into_iter().enumerate() {
+            assert_eq!(known_index(name), Some(i), "{name}");
+        }
+        assert_eq!(known_index("accept-encoding"), None);
+        assert_eq!(known_index("mcp-param-x"), None);
+    }
+
+    /// The rule as it reads in SPEC §5 (a set of names, built once), against the policy's
+    /// faster form (known names by bit, the rest in a set), for policies that move names in
+    /// and out of the standard set.
+    #[test]
+    fn forwarding_is_decided_as_the_rule_says() {
+        let edge_sets = [
+            "x-amzn-bedrock-agentcore-runtime-user-id",
+            "x-amzn-bedrock-agentcore-runtime-request-id",
+            "traceparent",
+            "tracestate",
+            "baggage",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "host",
+            "connection",
+        ];
+        let names: Vec<&str> = STANDARD
+            .iter()
+            .chain(KNOWN.iter())
+            .chain(edge_sets.iter())
+            .copied()
+            .chain([
+                "accept-encoding",
+                "authorization",
+                "cookie",
+                "x-tenant",
+                "mcp-param-region",
+                "x-gatehouse-sub",
+            ])
+            .collect();
+        let cases: [(&[&str], &[&str]); 4] = [
+            (&[], &[]),
+            (
+                &["Authorization", "X-Tenant", "Host", "Baggage", "Connection"],
+                &[],
+            ),
+            (&["Accept-Encoding"], &["Content-Type", "X-Gatehouse-Sub"]),
+            (
+                &["X-Tenant", "mcp-param-region"],
+                &["mcp-param-region", "Accept"],
+            ),
+        ];
+        for (allowlist, claim_headers) in cases {
+            for user_id_claim in [None, Some("sub".to_string())] {
+                let allow: Vec<String> = allowlist.iter().map(|n| n.to_string()).collect();
+                let claims: Vec<(String, String)> = claim_headers
+                    .iter()
+                    .map(|n| (n.to_string(), "sub".to_string()))
+                    .collect();
+                let policy =
+                    HeaderPolicy::new(&allow, user_id_claim.clone(), &claims, &[], false).unwrap();
+                let lower = |names: &[&str]| -> Vec<String> {
+                    names.iter().map(|n| n.to_ascii_lowercase()).collect()
+                };
+                let (allow, claims) = (lower(allowlist), lower(claim_headers));
+                for name in &names {
+                    let set = (STANDARD.contains(name) || allow.iter().any(|a| a == name))
+                        && !claims.iter().any(|c| c == name)
+                        && !edge_sets.contains(name);
+                    let expected = set || name.starts_with("mcp-param-");
+                    let header = HeaderName::from_bytes(name.as_bytes()).unwrap();
+                    assert_eq!(
+                        policy.forwards(&header),
+                        expected,
+                        "{name} with {allowlist:?}, {claim_headers:?}, {user_id_claim:?}"
+                    );
+                }
+            }
+        }
     }
 }

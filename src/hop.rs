@@ -3,7 +3,7 @@
 //! them (its allowlist excludes them and whatever `Connection` names), and configuration
 //! refuses them in allowlists.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// The hop-by-hop headers a proxy removes. `HeaderName`s, not strings: removing by a string
 /// parses it again on every response.
@@ -50,9 +50,17 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
 /// Header names listed in `Connection` (hop-by-hop by declaration).
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
     let values = headers.get_all(header::CONNECTION);
+    tokens(|| values.iter())
+}
+
+/// The header names in the `Connection` values `values` iterates.
+fn tokens<'a, I>(values: impl Fn() -> I) -> Vec<HeaderName>
+where
+    I: Iterator<Item = &'a HeaderValue>,
+{
     // Answered before any parsing: no `Connection`, or the usual `keep-alive` alone (which
     // names a header on the list anyway), as nearly every response from an upstream carries.
-    let mut first_two = values.iter();
+    let mut first_two = values();
     match (first_two.next(), first_two.next()) {
         (None, _) => return Vec::new(),
         (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") => {
@@ -60,8 +68,7 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<HeaderName> {
         }
         _ => {}
     }
-    values
-        .iter()
+    values()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -85,9 +92,18 @@ pub(crate) fn strip(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    // `Connection` is first on the list: what it names goes too.
-    if present & 1 != 0 {
-        for name in connection_tokens(headers) {
+    // `Connection` is first on the list: what it names goes too. Read through its entry, so
+    // that when it names nothing else (the usual `keep-alive`) it is removed without hashing
+    // its name again; else the named headers go first and then the list, as before.
+    if present & 1 != 0
+        && let Entry::Occupied(connection) = headers.entry(header::CONNECTION)
+    {
+        let named = tokens(|| connection.iter());
+        if named.is_empty() {
+            connection.remove();
+            present &= !1;
+        }
+        for name in named {
             if !HOP_BY_HOP.contains(&name) {
                 headers.remove(name);
             }
@@ -153,6 +169,18 @@ mod tests {
         ]);
         strip(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["content-length"]);
+        // `Connection: keep-alive` alone goes through its entry; what stays keeps its order.
+        let mut h = headers(&[
+            ("content-type", "text/plain"),
+            ("connection", "keep-alive"),
+            ("content-length", "2"),
+            ("server", "nginx"),
+        ]);
+        strip(&mut h);
+        assert_eq!(
+            h.keys().collect::<Vec<_>>(),
+            ["content-type", "server", "content-length"]
+        );
         let mut none = headers(&[("content-type", "text/plain")]);
         strip(&mut none);
         assert_eq!(none.len(), 1);

@@ -73,19 +73,27 @@ pub fn runtime_id(headers: &HeaderMap) -> Result<HeaderValue, ProxyError> {
 /// The session id the upstream gets, recorded for logs and spans: on HTTP routes the runtime
 /// id (validated, or made) is set in `upstream`; on MCP routes it is the client's
 /// `Mcp-Session-Id` (already unbound by the session phase), which `upstream` copies already.
+/// `sent`: whether `client` has the route's session header at all (the enrich phase's pass
+/// over the headers knows), so that an absent one is not looked up.
 pub(crate) fn forward_id(
     protocol: Protocol,
     client: &HeaderMap,
+    sent: bool,
     upstream: &mut HeaderMap,
     record: &RequestRecord,
 ) -> Result<Option<HeaderValue>, ProxyError> {
     let session = match protocol {
         Protocol::Http => {
-            let id = runtime_id(client)?;
+            let id = if sent {
+                runtime_id(client)?
+            } else {
+                fresh_id()
+            };
             upstream.insert(SESSION_HEADER.clone(), id.clone());
             Some(id)
         }
-        Protocol::Mcp => client.get(&MCP_SESSION_HEADER).cloned(),
+        Protocol::Mcp if sent => client.get(&MCP_SESSION_HEADER).cloned(),
+        Protocol::Mcp => None,
     };
     if let Some(id) = &session {
         record.set_session_id(id.clone());

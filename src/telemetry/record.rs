@@ -9,13 +9,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::access_log::AccessLine;
@@ -25,6 +27,7 @@ use crate::auth::AuthOutcome;
 use crate::body::{BoxError, ProxyBody};
 use crate::context::{AuthRecord, ConnInfo, RequestRecord};
 use crate::error::{ErrorReason, ProxyError};
+use crate::phase::ResponseFuture;
 
 /// The outermost layer (see the module docs).
 #[derive(Clone, Debug)]
@@ -73,7 +76,7 @@ where
 {
     type Response = Response<RecordBody>;
     type Error = std::convert::Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = RecordFuture<S::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -90,50 +93,90 @@ where
         // Called here, not in the future: the stack's futures own what they need, so the
         // future need not own a clone of the whole stack (one per request).
         let called = self.inner.call(request);
-        let app = self.app.clone();
-        Box::pin(async move {
-            // A recorded request is the task's current request, so key fetches it triggers
-            // land on its auth span (telemetry::spans).
-            let result = if record.capture().is_some() {
-                super::spans::scope(record.clone(), called).await
-            } else {
-                called.await
-            };
-            let (mut response, error) = match result {
-                Ok(response) => (response, None),
-                Err(error) => {
-                    if let Some(outcome) = error.auth_outcome()
-                        && record.auth().is_none()
-                    {
-                        record.set_auth(AuthRecord::new(outcome, Duration::ZERO));
-                    }
-                    let reason = error.reason();
-                    (error.into_response(), Some(reason))
-                }
-            };
-            decorate(&mut response, &record);
-            let streaming = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-            if streaming && let Some(route) = record.route() {
-                route.metrics.active_streams.inc();
-            }
-            let status = response.status().as_u16();
-            let finish = Finish {
-                app,
-                record,
-                status,
-                error,
-                streaming,
-                bytes_out: 0,
-            };
-            Ok(response.map(|body| RecordBody {
-                inner: body,
-                finish: Some(finish),
-            }))
-        })
+        // A recorded request is the task's current request, so key fetches it triggers land
+        // on its auth span (telemetry::spans).
+        let called = if record.capture().is_some() {
+            Either::Right(Box::pin(super::spans::scope(record.clone(), called)) as ResponseFuture)
+        } else {
+            Either::Left(called)
+        };
+        RecordFuture {
+            called,
+            done: Some((self.app.clone(), record)),
+        }
     }
+}
+
+pin_project! {
+    /// The record phase's future: the stack's, then its outcome made the response. Not boxed:
+    /// it is the outermost future of every request.
+    pub struct RecordFuture<F> {
+        #[pin]
+        called: Either<F, ResponseFuture>,
+        // Until the response is made.
+        done: Option<(Arc<App>, Arc<RequestRecord>)>,
+    }
+}
+
+impl<F> Future for RecordFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, ProxyError>>,
+{
+    type Output = Result<Response<RecordBody>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // Polled again after its response (which no caller does): there is nothing more.
+        if this.done.is_none() {
+            return Poll::Pending;
+        }
+        let result = ready!(this.called.poll(cx));
+        match this.done.take() {
+            Some((app, record)) => Poll::Ready(Ok(respond(app, record, result))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The response for the stack's outcome, decorated, with its body watched to the end.
+fn respond(
+    app: Arc<App>,
+    record: Arc<RequestRecord>,
+    result: Result<Response<ProxyBody>, ProxyError>,
+) -> Response<RecordBody> {
+    let (mut response, error) = match result {
+        Ok(response) => (response, None),
+        Err(error) => {
+            if let Some(outcome) = error.auth_outcome()
+                && record.auth().is_none()
+            {
+                record.set_auth(AuthRecord::new(outcome, Duration::ZERO));
+            }
+            let reason = error.reason();
+            (error.into_response(), Some(reason))
+        }
+    };
+    decorate(&mut response, &record);
+    let streaming = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streaming && let Some(route) = record.route() {
+        route.metrics.active_streams.inc();
+    }
+    let status = response.status().as_u16();
+    let finish = Finish {
+        app,
+        record,
+        status,
+        error,
+        streaming,
+        bytes_out: 0,
+    };
+    response.map(|body| RecordBody {
+        inner: body,
+        finish: Some(finish),
+    })
 }
 
 /// Headers every response gets, whichever phase produced it.

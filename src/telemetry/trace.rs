@@ -88,14 +88,20 @@ impl TraceContext {
         ids.copy_from_slice(&random[..16]);
         span_id.copy_from_slice(&random[16..24]);
         upstream_span_id.copy_from_slice(&random[24..]);
-        let traceparent = headers.get(&TRACEPARENT);
+        // The first value of each, by one scan of the names: the usual request has neither,
+        // and comparing its few names costs less than hashing these two for lookups.
+        let mut traceparent = None;
+        let mut xray = None;
+        for (name, value) in headers {
+            if *name == TRACEPARENT {
+                traceparent = traceparent.or(Some(value));
+            } else if *name == X_AMZN_TRACE_ID {
+                xray = xray.or(Some(value));
+            }
+        }
         let parsed = traceparent
             .and_then(|v| parse_traceparent(v.as_bytes()))
-            .or_else(|| {
-                headers
-                    .get(&X_AMZN_TRACE_ID)
-                    .and_then(|v| parse_xray(v.as_bytes()))
-            });
+            .or_else(|| xray.and_then(|v| parse_xray(v.as_bytes())));
         match parsed {
             Some((trace_id, parent, sampled)) => Self {
                 trace_id,
@@ -122,17 +128,45 @@ impl TraceContext {
 
     /// The `traceparent` sent upstream: our client span is the upstream's parent.
     pub fn upstream_traceparent(&self) -> HeaderValue {
-        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex_into(&self.trace_id, &mut text[3..35]);
-        hex_into(&self.upstream_span_id, &mut text[36..52]);
-        if self.sampled {
-            text[54] = b'1';
-        }
+        let mut text = [0u8; TRACEPARENT_LEN];
+        self.write_upstream_traceparent(&mut text);
         // Hex digits and dashes are always a valid header value.
         HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
             .unwrap_or(HeaderValue::from_static("00-"))
     }
+
+    fn write_upstream_traceparent(&self, out: &mut [u8; TRACEPARENT_LEN]) {
+        *out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&self.trace_id, &mut out[3..35]);
+        hex_into(&self.upstream_span_id, &mut out[36..52]);
+        if self.sampled {
+            out[54] = b'1';
+        }
+    }
+
+    /// A new request id (as [`uuid_v4`]) and the upstream `traceparent` (as
+    /// [`Self::upstream_traceparent`]), as header values that share one allocation: every
+    /// request gets both, and each value made from bytes of its own costs one.
+    pub fn request_id_and_traceparent(&self) -> (HeaderValue, HeaderValue) {
+        let mut text = [0u8; UUID_LEN + TRACEPARENT_LEN];
+        let (id, traceparent) = text.split_at_mut(UUID_LEN);
+        write_uuid_v4(id);
+        if let Ok(traceparent) = traceparent.try_into() {
+            self.write_upstream_traceparent(traceparent);
+        }
+        // Owned by the `Bytes` (see `uuid_v4`), split in two.
+        let mut traceparent = bytes::Bytes::from_owner(text);
+        let id = traceparent.split_to(UUID_LEN);
+        let value =
+            |bytes| HeaderValue::from_maybe_shared(bytes).unwrap_or(HeaderValue::from_static("0"));
+        (value(id), value(traceparent))
+    }
 }
+
+/// `00-{trace id}-{span id}-{flags}`.
+const TRACEPARENT_LEN: usize = 55;
+/// `8-4-4-4-12` hex digits.
+const UUID_LEN: usize = 36;
 
 /// `version-traceid-parentid-flags`; version 00 exactly, later versions by their prefix.
 fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], Option<bool>)> {
@@ -230,21 +264,27 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 /// A random UUID (version 4), the shape AgentCore uses for request and session ids, as a
 /// header value (ids go into headers more often than anywhere else).
 pub fn uuid_v4() -> HeaderValue {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut text = [b'-'; 36];
-    hex_into(&bytes[..4], &mut text[..8]);
-    hex_into(&bytes[4..6], &mut text[9..13]);
-    hex_into(&bytes[6..8], &mut text[14..18]);
-    hex_into(&bytes[8..10], &mut text[19..23]);
-    hex_into(&bytes[10..], &mut text[24..]);
+    let mut text = [0u8; UUID_LEN];
+    write_uuid_v4(&mut text);
     // Owned by the `Bytes`, not copied into it: an id is cloned into the upstream request, the
     // record and the response, and a copied (`Vec`-backed) `Bytes` allocates again on its
     // first clone to become shareable. Hex digits and dashes are always a valid header value.
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// A random UUID v4 as text into `out` (`UUID_LEN` bytes).
+fn write_uuid_v4(out: &mut [u8]) {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    out.fill(b'-');
+    hex_into(&bytes[..4], &mut out[..8]);
+    hex_into(&bytes[4..6], &mut out[9..13]);
+    hex_into(&bytes[6..8], &mut out[14..18]);
+    hex_into(&bytes[8..10], &mut out[19..23]);
+    hex_into(&bytes[10..], &mut out[24..]);
 }
 
 #[cfg(test)]
@@ -391,5 +431,29 @@ mod tests {
         assert_eq!(&id[14..15], "4");
         assert_eq!(id.matches('-').count(), 4);
         assert_ne!(uuid_v4(), id);
+    }
+
+    #[test]
+    fn request_id_and_traceparent_share_a_buffer_not_a_value() {
+        let trace = TraceContext::from_headers(&headers(&[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )]));
+        let (id, traceparent) = trace.request_id_and_traceparent();
+        assert_eq!(traceparent, trace.upstream_traceparent());
+        let id = id.to_str().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_eq!(
+            id.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'-')
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>(),
+            [8, 13, 18, 23]
+        );
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+        assert_ne!(trace.request_id_and_traceparent().0, id);
     }
 }
