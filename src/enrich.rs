@@ -52,22 +52,18 @@ const STANDARD: [&str; 11] = [
 /// The client headers the pass over them tells apart by a `match` on the name, which costs
 /// less than hashing the name for a set lookup: the standard set, then the headers the edge
 /// reads from the client (the pass notes which are present, so absent ones are not looked up).
-const KNOWN: [&str; 14] = [
-    "content-type",
-    "content-encoding",
-    "content-length",
-    "accept",
-    "user-agent",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "last-event-id",
-    "mcp-method",
-    "mcp-name",
-    "x-amzn-bedrock-agentcore-runtime-session-id",
-    "host",
-    "connection",
-    "baggage",
-];
+const KNOWN: [&str; 14] = {
+    let mut known = [""; 14];
+    let mut i = 0;
+    while i < STANDARD.len() {
+        known[i] = STANDARD[i];
+        i += 1;
+    }
+    known[11] = "host";
+    known[12] = "connection";
+    known[13] = "baggage";
+    known
+};
 const KNOWN_MCP_SESSION: u16 = 1 << 5;
 const KNOWN_SESSION: u16 = 1 << 10;
 const KNOWN_HOST: usize = 11;
