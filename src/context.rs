@@ -1,8 +1,9 @@
 //! The per-request context every phase may read and add to: the [`RequestRecord`] the record
 //! layer opens for each request (ids, trace, the settings snapshot, and the facts the phases
-//! learn, each set once), the accept phase's [`ConnInfo`], and what authentication established
-//! ([`AuthRecord`]). It holds data only — no phase logic, no I/O — so that every phase can depend
-//! on it without depending on each other (or on telemetry, which reads it when the request ends).
+//! learn, each set once) and the request body that carries it to them ([`Recorded`]), the
+//! accept phase's [`ConnInfo`], and what authentication established ([`AuthRecord`]). It holds
+//! data only — no phase logic, no I/O — so that every phase can depend on it without depending
+//! on each other (or on telemetry, which reads it when the request ends).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -313,18 +314,37 @@ impl RequestRecord {
     }
 }
 
-/// The request's record, which the record phase puts in the extensions of every request
-/// (the one per-request extension besides the principal: the other facts live in it).
-pub(crate) fn record_of(extensions: &http::Extensions) -> Option<&Arc<RequestRecord>> {
-    extensions.get::<Arc<RequestRecord>>()
+/// The request body as the phases see it: the client's body and the request's record, which
+/// the record phase attaches to every request. The record rides with the body rather than in
+/// the request's `http::Extensions` (a type-keyed map: three allocations to insert it, a hash
+/// lookup each time a phase reads it), so every phase reads it by a field access; a phase that
+/// replaces the body (MCP policy) keeps the record on the new one ([`Recorded::map`]).
+#[derive(Debug)]
+pub struct Recorded<B> {
+    body: B,
+    record: Arc<RequestRecord>,
 }
 
-/// The request's route, once the routing phase resolved it.
-pub(crate) fn route_of(extensions: &http::Extensions) -> Option<&Arc<Route>> {
-    record_of(extensions)?.route()
-}
+impl<B> Recorded<B> {
+    pub(crate) fn new(body: B, record: Arc<RequestRecord>) -> Self {
+        Self { body, record }
+    }
 
-/// What the request asks of its route, once the routing phase resolved it.
-pub(crate) fn target_of(extensions: &http::Extensions) -> Option<&Target> {
-    record_of(extensions)?.target()
+    /// The request's record.
+    pub fn record(&self) -> &Arc<RequestRecord> {
+        &self.record
+    }
+
+    /// The client's body and the record, apart.
+    pub fn into_parts(self) -> (B, Arc<RequestRecord>) {
+        (self.body, self.record)
+    }
+
+    /// The same record on another body.
+    pub fn map<C>(self, f: impl FnOnce(B) -> C) -> Recorded<C> {
+        Recorded {
+            body: f(self.body),
+            record: self.record,
+        }
+    }
 }

@@ -13,7 +13,6 @@
 //! forwarded to the upstream that would otherwise check it. The allowed origin is echoed (never `*`), with `Vary: Origin`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use http::{Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
-use crate::context::{RequestRecord, route_of};
+use crate::context::{Recorded, RequestRecord};
 use crate::error::ProxyError;
 use crate::route::Protocol;
 
@@ -168,9 +167,9 @@ pub(crate) struct Cors<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Cors<S>
+impl<S, B> Service<Request<Recorded<B>>> for Cors<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -186,8 +185,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = route_of(request.extensions());
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
+        let record = request.body().record();
+        let route = record.route();
         let policy = route.and_then(|r| r.cors.clone());
         let mcp = route.is_some_and(|r| r.protocol == Protocol::Mcp);
         let origin = request.headers().get(header::ORIGIN).cloned();
@@ -199,10 +199,7 @@ where
         if policy.is_none()
             && mcp
             && let Some(origin) = &origin
-            && !request
-                .extensions()
-                .get::<Arc<RequestRecord>>()
-                .is_some_and(|record| is_own_origin(record, origin))
+            && !is_own_origin(record, origin)
         {
             return Either::Right(ready(Err(ProxyError::OriginNotAllowed)));
         }
@@ -212,9 +209,7 @@ where
         if !policy.allows(&origin) {
             return Either::Right(ready(Err(ProxyError::OriginNotAllowed)));
         }
-        if let Some(record) = request.extensions().get::<Arc<RequestRecord>>() {
-            record.set_cors(origin, policy.clone());
-        }
+        record.set_cors(origin, policy.clone());
         let preflight = request.method() == Method::OPTIONS
             && request
                 .headers()

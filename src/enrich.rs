@@ -12,14 +12,12 @@
 //! a client cannot spoof who it is. Hop-by-hop headers and any header named by `Connection`
 //! are never forwarded. `Host` is the upstream's own (set by the client connector).
 
-use std::sync::Arc;
-
 use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::auth::Principal;
-use crate::context::{RequestRecord, route_of};
+use crate::context::{Recorded, RequestRecord};
 use crate::error::ProxyError;
 use crate::phase::Check;
 use crate::route::Protocol;
@@ -420,17 +418,15 @@ fn is_token_char(b: u8) -> bool {
 pub struct Enrich;
 
 impl Check for Enrich {
-    fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
-        let extensions = request.extensions();
-        let (Some(route), Some(record)) =
-            (route_of(extensions), extensions.get::<Arc<RequestRecord>>())
-        else {
+    fn check<B>(&self, request: &mut Request<Recorded<B>>) -> Result<(), ProxyError> {
+        let record = request.body().record();
+        let Some(route) = record.route() else {
             return Err(ProxyError::NoRoute);
         };
         let headers = route.headers.upstream_headers(
             request.headers(),
             route.protocol,
-            extensions.get::<Principal>(),
+            request.extensions().get::<Principal>(),
             record,
         )?;
         *request.headers_mut() = headers;

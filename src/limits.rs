@@ -4,11 +4,9 @@
 //! limit is cut while streaming ([`crate::forward::body::RequestBody`]). Header-read timeouts
 //! and the hard parser limits live in the accept phase ([`crate::server`]).
 
-use std::sync::Arc;
-
 use http::{HeaderMap, Request};
 
-use crate::context::RequestRecord;
+use crate::context::Recorded;
 use crate::error::ProxyError;
 use crate::phase::Check;
 
@@ -25,11 +23,8 @@ pub(crate) fn header_bytes(headers: &HeaderMap) -> u64 {
 pub(crate) struct RequestLimits;
 
 impl Check for RequestLimits {
-    fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
-        let Some(record) = request.extensions().get::<Arc<RequestRecord>>() else {
-            return Ok(());
-        };
-        let limits = &record.settings.limits;
+    fn check<B>(&self, request: &mut Request<Recorded<B>>) -> Result<(), ProxyError> {
+        let limits = &request.body().record().settings.limits;
         let header_limit = limits.max_request_header_bytes;
         if header_bytes(request.headers()) > header_limit {
             return Err(ProxyError::HeadersTooLarge {

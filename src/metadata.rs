@@ -7,7 +7,6 @@
 //! Without `publicUrl`, the base URL is derived from the request (`Host`, TLS, or
 //! `X-Forwarded-*` when trusted); set `publicUrl` in production.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use tower::{Layer, Service};
 use crate::auth::AuthError;
 use crate::auth::challenge::{Challenge, base_url};
 use crate::body::ProxyBody;
-use crate::context::{RequestRecord, route_of, target_of};
+use crate::context::Recorded;
 use crate::error::ProxyError;
 use crate::route::{Route, Target};
 
@@ -40,9 +39,9 @@ pub(crate) struct Metadata<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Metadata<S>
+impl<S, B> Service<Request<Recorded<B>>> for Metadata<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -58,17 +57,16 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(Target::Metadata { resource_path }) = target_of(request.extensions()).cloned()
-        else {
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
+        let record = request.body().record();
+        let Some(Target::Metadata { resource_path }) = record.target().cloned() else {
             return Either::Left(self.inner.call(request));
         };
-        let route = route_of(request.extensions()).cloned();
-        let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
-        let base = record.as_ref().map(|r| base_url(r, request.headers()));
+        let route = record.route().cloned();
+        let base = base_url(record, request.headers());
         let method = request.method().clone();
         Either::Right(Box::pin(async move {
-            let (Some(route), Some(base)) = (route, base) else {
+            let Some(route) = route else {
                 return Err(ProxyError::NoRoute);
             };
             if method != Method::GET && method != Method::HEAD {

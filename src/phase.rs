@@ -11,6 +11,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::ProxyBody;
+use crate::context::Recorded;
 use crate::error::ProxyError;
 
 /// The boxed future of a phase that awaits (auth, session, MCP policy, quota, outbound,
@@ -22,7 +23,7 @@ pub(crate) type ResponseFuture = std::pin::Pin<
 /// What a synchronous phase does with a request.
 pub(crate) trait Check: Clone + Send + Sync + 'static {
     /// `Ok` passes the (possibly changed) request on; `Err` answers it.
-    fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError>;
+    fn check<B>(&self, request: &mut Request<Recorded<B>>) -> Result<(), ProxyError>;
 }
 
 /// The layer of a [`Check`].
@@ -46,9 +47,9 @@ pub(crate) struct PhaseService<S, C> {
     check: C,
 }
 
-impl<S, B, C> Service<Request<B>> for PhaseService<S, C>
+impl<S, B, C> Service<Request<Recorded<B>>> for PhaseService<S, C>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>,
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>,
     C: Check,
 {
     type Response = Response<ProxyBody>;
@@ -60,7 +61,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Recorded<B>>) -> Self::Future {
         match self.check.check(&mut request) {
             Ok(()) => Either::Left(self.inner.call(request)),
             Err(error) => Either::Right(ready(Err(error))),

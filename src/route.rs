@@ -17,7 +17,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::auth::Authorizer;
 use crate::auth::challenge::PRM_SUFFIX;
-use crate::context::RequestRecord;
+use crate::context::Recorded;
 use crate::cors::CorsPolicy;
 use crate::enrich::HeaderPolicy;
 use crate::error::ProxyError;
@@ -170,16 +170,13 @@ impl RouteTable {
 
 /// Resolves the route before anything else: every later phase is per route. Records the
 /// route and its [`Target`] in the request record (read them with
-/// [`crate::context::route_of`] and [`crate::context::target_of`]).
+/// [`crate::context::RequestRecord::route`] and [`crate::context::RequestRecord::target`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Routing;
 
 impl Check for Routing {
-    fn check<B>(&self, request: &mut Request<B>) -> Result<(), ProxyError> {
-        let record = request
-            .extensions()
-            .get::<Arc<RequestRecord>>()
-            .ok_or(ProxyError::NoRoute)?;
+    fn check<B>(&self, request: &mut Request<Recorded<B>>) -> Result<(), ProxyError> {
+        let record = request.body().record();
         let (route, target) = record
             .settings
             .routes

@@ -32,7 +32,7 @@ use tower::{Layer, Service};
 
 use crate::auth::Principal;
 use crate::body::ProxyBody;
-use crate::context::{RequestRecord, route_of};
+use crate::context::{Recorded, RequestRecord};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::route::{Protocol, Route};
@@ -230,9 +230,9 @@ pub struct Sessions<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Sessions<S>
+impl<S, B> Service<Request<Recorded<B>>> for Sessions<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -247,11 +247,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
         // Split, so the headers can change while the route and principal are borrowed.
         let (mut parts, body) = request.into_parts();
-        let extensions = &parts.extensions;
-        let (Some(route), Some(principal)) = (route_of(extensions), extensions.get::<Principal>())
+        let (Some(route), Some(principal)) =
+            (body.record().route(), parts.extensions.get::<Principal>())
         else {
             return Either::Left(self.inner.call(Request::from_parts(parts, body)));
         };

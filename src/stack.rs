@@ -61,8 +61,9 @@ where
 {
     ServiceBuilder::new()
         // Outermost, so it sees every outcome: opens the request record (id, trace, the
-        // settings snapshot), turns errors from any layer below into their one response
-        // (error.rs), adds the headers all responses share, and logs when the body ends.
+        // settings snapshot) and hands it down on the request body (context::Recorded), turns
+        // errors from any layer below into their one response (error.rs), adds the headers
+        // all responses share, and logs when the body ends.
         .layer(RecordLayer::new(app.clone(), conn))
         // Needs the record's settings snapshot. Everything below is per route.
         .layer(Phase(Routing))

@@ -38,7 +38,7 @@ use self::keys::{KeySet, Lookup};
 use self::policy::{Denial, Policy};
 use self::token::{Jws, TokenError};
 use crate::body::ProxyBody;
-use crate::context::{AuthRecord, RequestRecord, record_of, route_of, target_of};
+use crate::context::{AuthRecord, Recorded, RequestRecord};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::quota::QuotaError;
@@ -426,9 +426,9 @@ pub struct Auth<S> {
     cache: TokenCache,
 }
 
-impl<S, B> Service<Request<B>> for Auth<S>
+impl<S, B> Service<Request<Recorded<B>>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -443,12 +443,12 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let extensions = request.extensions();
-        let (Some(record), Some(route)) = (record_of(extensions), route_of(extensions)) else {
+    fn call(&mut self, mut request: Request<Recorded<B>>) -> Self::Future {
+        let record = request.body().record();
+        let Some(route) = record.route() else {
             return Either::Right(Box::pin(ready(Err(ProxyError::NoRoute))));
         };
-        let metadata = matches!(target_of(extensions), Some(Target::Metadata { .. }));
+        let metadata = matches!(record.target(), Some(Target::Metadata { .. }));
         // No token to check (authorizerType NONE, or a metadata document): the inner future
         // as it is, not boxed.
         if route.auth.is_none() || metadata {

@@ -19,7 +19,6 @@ mod send;
 pub mod sigv4;
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use tower::Service;
 pub(crate) use self::body::UpstreamBody;
 pub(crate) use self::client::UpstreamClients;
 use crate::body::{BoxError, ProxyBody};
-use crate::context::{RequestRecord, route_of};
+use crate::context::Recorded;
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 
@@ -60,7 +59,7 @@ impl fmt::Display for UpstreamError {
 #[derive(Clone, Debug, Default)]
 pub struct Forward;
 
-impl<B> Service<Request<B>> for Forward
+impl<B> Service<Request<Recorded<B>>> for Forward
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -73,14 +72,13 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let route = route_of(request.extensions()).cloned();
-        let record = request.extensions().get::<Arc<RequestRecord>>().cloned();
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
+        let route = request.body().record().route().cloned();
         Box::pin(async move {
-            let (Some(route), Some(record)) = (route, record) else {
+            let Some(route) = route else {
                 return Err(ProxyError::NoRoute);
             };
-            route.upstream.send(&route, request, record).await
+            route.upstream.send(&route, request).await
         })
     }
 }

@@ -21,7 +21,7 @@ use super::pool::{Checkin, Pool, PoolError};
 use super::reclaim::{Prefixed, Reclaimable};
 use super::sigv4::{Payload, SIGNED_PAYLOAD_LIMIT};
 use crate::body::{BoxError, ProxyBody};
-use crate::context::RequestRecord;
+use crate::context::Recorded;
 use crate::error::ProxyError;
 use crate::route::{Protocol, Route};
 use crate::session::{MCP_SESSION_HEADER, affinity_key};
@@ -32,14 +32,14 @@ impl Upstream {
     pub async fn send<B>(
         &self,
         route: &Route,
-        request: Request<B>,
-        record: Arc<RequestRecord>,
+        request: Request<Recorded<B>>,
     ) -> Result<Response<ProxyBody>, ProxyError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
+        let (body, record) = body.into_parts();
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let body = RequestBody::new(body, self.max_body_bytes, Some(record.clone()));

@@ -27,7 +27,7 @@ use crate::auth::Principal;
 use crate::auth::challenge::{self, Challenge};
 use crate::auth::claims::Claims;
 use crate::body::{BoxError, ProxyBody};
-use crate::context::{McpRecord, RequestRecord, route_of};
+use crate::context::{McpRecord, Recorded, RequestRecord};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 use crate::route::Route;
@@ -127,10 +127,13 @@ pub struct McpPolicyService<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for McpPolicyService<S>
+impl<S, B> Service<Request<Recorded<B>>> for McpPolicyService<S>
 where
-    S: Service<Request<PolicyBody<B>>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
+    S: Service<
+            Request<Recorded<PolicyBody<B>>>,
+            Response = Response<ProxyBody>,
+            Error = ProxyError,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -145,16 +148,23 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let policy = route_of(request.extensions())
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
+        let policy = request
+            .body()
+            .record()
+            .route()
             .and_then(|route| route.mcp.clone())
             .filter(|_| request.method() == Method::POST);
         let Some(policy) = policy else {
-            return Either::Left(self.inner.call(request.map(PolicyBody::stream)));
+            return Either::Left(
+                self.inner
+                    .call(request.map(|body| body.map(PolicyBody::stream))),
+            );
         };
         let mut inner = self.inner.clone();
         Either::Right(Box::pin(async move {
             let (mut parts, body) = request.into_parts();
+            let (body, record) = body.into_parts();
             let (message, bytes) = read_message(&parts.headers, body, policy.max_message_bytes)
                 .await
                 .map_err(|e| ProxyError::Mcp(McpError::Read(e)))?;
@@ -170,11 +180,10 @@ where
                     (Err(_), true) => Decision::Deny,
                     (Err(_), false) => Decision::LogOnlyDeny,
                 });
-            let record = parts.extensions.get::<Arc<RequestRecord>>().cloned();
-            let route = route_of(&parts.extensions).cloned();
+            let route = record.route();
             note(
-                record.as_deref(),
-                route.as_deref(),
+                &record,
+                route.map(|r| &**r),
                 &message,
                 decision,
                 verdict.as_ref(),
@@ -187,9 +196,9 @@ where
                 }),
             ) = (decision, verdict)
             {
-                let resource_metadata = match (&record, &route) {
-                    (Some(record), Some(route)) => {
-                        let base = challenge::base_url(record, &parts.headers);
+                let resource_metadata = match route {
+                    Some(route) => {
+                        let base = challenge::base_url(&record, &parts.headers);
                         Challenge::new(
                             route,
                             &base,
@@ -197,7 +206,7 @@ where
                         )
                         .resource_metadata
                     }
-                    _ => String::new(),
+                    None => String::new(),
                 };
                 return Err(ProxyError::Mcp(McpError::Denied(Box::new(Denied {
                     id: message.id,
@@ -209,9 +218,8 @@ where
             }
             let filter = list_filter(&policy, &claims, &message);
             parts.extensions.insert(message);
-            let response = inner
-                .call(Request::from_parts(parts, PolicyBody::read(bytes)))
-                .await?;
+            let body = Recorded::new(PolicyBody::read(bytes), record);
+            let response = inner.call(Request::from_parts(parts, body)).await?;
             Ok(match filter {
                 Some(filter) if response.status() == StatusCode::OK => filtered(response, filter),
                 _ => response,
@@ -263,7 +271,7 @@ fn filtered(response: Response<ProxyBody>, filter: ListFilter) -> Response<Proxy
 
 /// Logs and counts the decision; records it for the span and the access log.
 fn note(
-    record: Option<&RequestRecord>,
+    record: &RequestRecord,
     route: Option<&Route>,
     message: &McpMessage,
     decision: Option<Decision>,
@@ -290,13 +298,11 @@ fn note(
     if let Some(route) = route {
         route.metrics.count_policy_decision(decision.as_str());
     }
-    if let Some(record) = record {
-        record.set_mcp(McpRecord {
-            method: message.method.clone(),
-            name: message.name.clone(),
-            id: message.id.as_ref().map(|id| id.get().to_owned()),
-            decision: Some(decision.as_str()),
-            rule: verdict.and_then(|v| v.rule.clone()),
-        });
-    }
+    record.set_mcp(McpRecord {
+        method: message.method.clone(),
+        name: message.name.clone(),
+        id: message.id.as_ref().map(|id| id.get().to_owned()),
+        decision: Some(decision.as_str()),
+        rule: verdict.and_then(|v| v.rule.clone()),
+    });
 }

@@ -40,8 +40,8 @@ use self::client::{EndpointError, Grant, TokenRequest};
 use crate::auth::cache::TokenHash;
 use crate::auth::jwks::{Fetcher, Issuer};
 use crate::body::ProxyBody;
+use crate::context::Recorded;
 pub use crate::context::{OutboundRecord, OutboundResult};
-use crate::context::{RequestRecord, route_of};
 use crate::error::ProxyError;
 use crate::phase::ResponseFuture;
 
@@ -256,9 +256,9 @@ pub struct Outbound<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Outbound<S>
+impl<S, B> Service<Request<Recorded<B>>> for Outbound<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -273,8 +273,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Some(route) = route_of(request.extensions())
+    fn call(&mut self, mut request: Request<Recorded<B>>) -> Self::Future {
+        let Some(route) = request
+            .body()
+            .record()
+            .route()
             .filter(|r| r.outbound.is_some())
             .cloned()
         else {
@@ -294,9 +297,7 @@ where
                 started,
                 duration: started.elapsed(),
             };
-            if let Some(request_record) = request.extensions().get::<Arc<RequestRecord>>() {
-                request_record.set_outbound(record);
-            }
+            request.body().record().set_outbound(record);
             match result {
                 Ok((authorization, _)) => {
                     // Replaces whatever Enrich let through: the upstream gets this one.

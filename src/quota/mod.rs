@@ -27,7 +27,6 @@ pub mod policy;
 pub mod redis;
 pub mod rules;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -44,7 +43,7 @@ use self::redis::{Bucket, Verdict};
 use self::rules::{KeyInput, build_key};
 use crate::auth::Principal;
 use crate::body::ProxyBody;
-use crate::context::{RequestRecord, route_of};
+use crate::context::{Recorded, RequestRecord};
 use crate::error::ProxyError;
 use crate::mcp::McpMessage;
 use crate::phase::ResponseFuture;
@@ -83,9 +82,9 @@ pub struct QuotaService<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for QuotaService<S>
+impl<S, B> Service<Request<Recorded<B>>> for QuotaService<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -100,8 +99,9 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(quotas) = route_of(request.extensions()).and_then(|r| r.quotas.clone()) else {
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
+        let route = request.body().record().route();
+        let Some(quotas) = route.and_then(|r| r.quotas.clone()) else {
             return Either::Left(self.inner.call(request));
         };
         let admitted = match admit_locally(&quotas, &request) {
@@ -198,16 +198,16 @@ impl RouteQuotas {
 }
 
 /// [`RouteQuotas::admit`] for a request, its refusal already recorded and answered.
-fn admit_locally<B>(quotas: &RouteQuotas, request: &Request<B>) -> Result<Admission, ProxyError> {
+fn admit_locally<B>(
+    quotas: &RouteQuotas,
+    request: &Request<Recorded<B>>,
+) -> Result<Admission, ProxyError> {
     let extensions = request.extensions();
-    let record = extensions.get::<Arc<RequestRecord>>();
-    let ip = record
-        .map(|r| &r.conn)
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.remote.ip());
+    let record = request.body().record();
     let input = KeyInput {
-        route: route_of(extensions).map_or("", |r| &r.name),
+        route: record.route().map_or("", |r| &r.name),
         principal: extensions.get::<Principal>(),
-        ip,
+        ip: record.conn.remote.ip(),
         message: extensions.get::<McpMessage>(),
     };
     quotas.admit(&input).map_err(|refusal| {
@@ -273,18 +273,19 @@ async fn shared_decision(
 
 /// What a refusal needs from the request.
 struct Facts {
-    record: Option<Arc<RequestRecord>>,
+    record: Arc<RequestRecord>,
     /// MCP POSTs get a JSON-RPC error body with the message's id.
     jsonrpc: Option<Option<Box<RawValue>>>,
 }
 
 impl Facts {
-    fn of<B>(request: &Request<B>) -> Self {
+    fn of<B>(request: &Request<Recorded<B>>) -> Self {
         let extensions = request.extensions();
+        let record = request.body().record();
         let mcp_post = request.method() == Method::POST
-            && route_of(extensions).is_some_and(|r| r.protocol == Protocol::Mcp);
+            && record.route().is_some_and(|r| r.protocol == Protocol::Mcp);
         Self {
-            record: extensions.get::<Arc<RequestRecord>>().cloned(),
+            record: record.clone(),
             jsonrpc: mcp_post.then(|| extensions.get::<McpMessage>().and_then(|m| m.id.clone())),
         }
     }
@@ -305,9 +306,7 @@ fn throttled(
     if let Some(counter) = quotas.throttled.get(i) {
         counter.inc();
     }
-    if let Some(record) = &facts.record {
-        record.set_throttled(rule.clone());
-    }
+    facts.record.set_throttled(rule.clone());
     ProxyError::Quota(QuotaError::Throttled {
         throttle: Throttle {
             rule,

@@ -25,7 +25,7 @@ use super::spans::Finished;
 use crate::app::App;
 use crate::auth::AuthOutcome;
 use crate::body::{BoxError, ProxyBody};
-use crate::context::{AuthRecord, ConnInfo, RequestRecord};
+use crate::context::{AuthRecord, ConnInfo, Recorded, RequestRecord};
 use crate::error::{ErrorReason, ProxyError};
 use crate::phase::ResponseFuture;
 
@@ -67,7 +67,7 @@ static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 impl<S, B> Service<Request<B>> for Record<S>
 where
-    S: Service<Request<B>, Response = Response<ProxyBody>, Error = ProxyError>
+    S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -82,14 +82,15 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let record = Arc::new(RequestRecord::new(
             &request,
             self.conn.clone(),
             self.app.settings(),
             self.app.spans.is_some(),
         ));
-        request.extensions_mut().insert(record.clone());
+        // The record rides on the body to the phases below (context::Recorded).
+        let request = request.map(|body| Recorded::new(body, record.clone()));
         // Called here, not in the future: the stack's futures own what they need, so the
         // future need not own a clone of the whole stack (one per request).
         let called = self.inner.call(request);
