@@ -248,6 +248,14 @@ where
     }
 
     fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
+        let bound = request
+            .body()
+            .record()
+            .route()
+            .is_some_and(|route| route.session_binding.is_some());
+        if !bound || request.extensions().get::<Principal>().is_none() {
+            return Either::Left(self.inner.call(request));
+        }
         // Split, so the headers can change while the route and principal are borrowed.
         let (mut parts, body) = request.into_parts();
         let (Some(route), Some(principal)) =

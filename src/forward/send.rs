@@ -4,7 +4,7 @@
 //! response's hop-by-hop headers are stripped and its body streams back under the idle timeout.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -43,8 +43,9 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let body = RequestBody::new(body, self.max_body_bytes, Some(record.clone()));
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // One clock read for both (tokio's clock is the system's unless a test pauses it).
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.request_timeout;
         // The replica and AgentCore paths are boxed: inlined, their state would make every
         // request's future (the plain path's too) larger to build and move.
         let sent = if let Some(agentcore) = &self.agentcore {
