@@ -443,7 +443,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<Recorded<B>>) -> Self::Future {
+    fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
         let record = request.body().record();
         let Some(route) = record.route() else {
             return Either::Right(Box::pin(ready(Err(ProxyError::NoRoute))));
@@ -455,7 +455,6 @@ where
             record.set_auth(AuthRecord::new(AuthOutcome::None, Duration::ZERO));
             return Either::Left(self.inner.call(request));
         }
-        let (record, route) = (record.clone(), route.clone());
         let Some(authorizer) = route.auth.as_ref() else {
             return Either::Right(Box::pin(ready(Err(ProxyError::NoRoute))));
         };
@@ -467,7 +466,7 @@ where
         if let Some(budget) = &record.settings.auth_failures
             && let Some(wait) = budget.blocked(record.conn.remote.ip())
         {
-            let budget = budget.clone();
+            let (budget, record, route) = (budget.clone(), record.clone(), route.clone());
             return Either::Right(Box::pin(async move {
                 tokio::time::sleep(wait.min(failures::MAX_HOLD)).await;
                 Err(over_failure_budget(&route, &record, &budget, wait))
@@ -475,17 +474,26 @@ where
         }
         let started = Instant::now();
         // Most requests carry a token the verified-token cache holds: decided here, and the
-        // inner future goes on unboxed, without a clone of the stack behind it.
+        // inner future goes on unboxed, without a clone of the stack behind it (nor of the
+        // route, whose count every request thread would write).
         let hash = match authorizer.authenticate_cached(request.headers(), &self.cache) {
             Cached::Decided(result) => {
                 let result = authorizer.authorized(result);
-                return match settle(&route, &record, &mut request, result, started.elapsed()) {
-                    Ok(()) => Either::Left(self.inner.call(request)),
+                let elapsed = started.elapsed();
+                let (mut parts, body) = request.into_parts();
+                let record = body.record();
+                let settled = match record.route() {
+                    Some(route) => settle(route, record, &mut parts, result, elapsed),
+                    None => Err(ProxyError::NoRoute),
+                };
+                return match settled {
+                    Ok(()) => Either::Left(self.inner.call(Request::from_parts(parts, body))),
                     Err(error) => Either::Right(Box::pin(ready(Err(error)))),
                 };
             }
             Cached::Verify(hash) => hash,
         };
+        let (record, route) = (record.clone(), route.clone());
         let mut inner = self.inner.clone();
         let cache = self.cache.clone();
         Either::Right(Box::pin(async move {
@@ -496,8 +504,9 @@ where
                 .authenticate_verified(request.headers(), &cache, hash)
                 .await;
             let result = authorizer.authorized(result);
-            settle(&route, &record, &mut request, result, started.elapsed())?;
-            inner.call(request).await
+            let (mut parts, body) = request.into_parts();
+            settle(&route, &record, &mut parts, result, started.elapsed())?;
+            inner.call(Request::from_parts(parts, body)).await
         }))
     }
 }
@@ -505,10 +514,10 @@ where
 /// Records the authentication's outcome and readies the request for the inner phases
 /// (the principal; the subject token for routes that exchange it), or builds the refusal
 /// (401/403 with its challenge) and counts a failure against the client's budget.
-fn settle<B>(
+fn settle(
     route: &Route,
     record: &RequestRecord,
-    request: &mut Request<B>,
+    request: &mut http::request::Parts,
     result: Result<(Principal, Option<TokenHash>), (AuthError, Option<Principal>)>,
     duration: Duration,
 ) -> Result<(), ProxyError> {
@@ -517,20 +526,20 @@ fn settle<B>(
             // Routes that exchange the caller's token (SPEC §13) get it handed over; the
             // others never hold a copy.
             if route.outbound.as_ref().is_some_and(|o| o.needs_subject())
-                && let Some(header) = request.headers().get(http::header::AUTHORIZATION)
+                && let Some(header) = request.headers.get(http::header::AUTHORIZATION)
             {
                 let hash = hash.unwrap_or_else(|| {
-                    TokenCache::hash(token::bearer(request.headers()).unwrap_or_default())
+                    TokenCache::hash(token::bearer(&request.headers).unwrap_or_default())
                 });
                 let subject = crate::outbound::SubjectToken::new(
                     header.clone(),
                     hash,
                     principal.claims.exp(),
                 );
-                request.extensions_mut().insert(subject);
+                request.extensions.insert(subject);
             }
             record.set_auth(principal.record(AuthOutcome::Ok, duration));
-            request.extensions_mut().insert(principal);
+            request.extensions.insert(principal);
             Ok(())
         }
         Err((error, refused)) => {
@@ -544,11 +553,11 @@ fn settle<B>(
                 Some(principal) => principal.record(outcome, duration),
                 None => AuthRecord::new(outcome, duration),
             });
-            let base = challenge::base_url(record, request.headers());
+            let base = challenge::base_url(record, &request.headers);
             let challenge = Challenge::new(
                 route,
                 &base,
-                &challenge::resource_path(route, request.uri().path()),
+                &challenge::resource_path(route, request.uri.path()),
             );
             Err(ProxyError::Auth {
                 error,

@@ -95,11 +95,8 @@ impl Spread {
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let (thread, open) = self.place(me);
-        if thread == me {
-            tokio::spawn(connection(context, stream, remote, permit, open));
-            return;
-        }
-        let Some(inbox) = self.inboxes.get(thread) else {
+        let inbox = (thread != me).then(|| self.inboxes.get(thread)).flatten();
+        let Some(inbox) = inbox else {
             tokio::spawn(connection(context, stream, remote, permit, open));
             return;
         };
@@ -117,17 +114,29 @@ impl Spread {
             permit,
             open,
         };
-        if let Err(mpsc::error::SendError(handoff)) = inbox.send(handoff) {
+        if let Err(mpsc::error::SendError(mut handoff)) = inbox.send(handoff) {
             // That thread stopped taking connections (the drain began): serve it here.
-            let open = self.count(me);
-            if let Ok(stream) = TcpStream::from_std(handoff.stream) {
+            handoff.open = self.count(me);
+            handoff.serve(context);
+        }
+    }
+}
+
+impl Handoff {
+    /// Serves the connection on the current thread (its runtime's reactor).
+    fn serve(self, context: &AcceptContext) {
+        match TcpStream::from_std(self.stream) {
+            Ok(stream) => {
                 tokio::spawn(connection(
                     context,
                     stream,
-                    handoff.remote,
-                    handoff.permit,
-                    open,
+                    self.remote,
+                    self.permit,
+                    self.open,
                 ));
+            }
+            Err(error) => {
+                tracing::debug!(remote = %self.remote, %error, "cannot take a connection from another thread");
             }
         }
     }
@@ -140,24 +149,10 @@ pub(super) async fn inbox(
     context: AcceptContext,
     mut stop: watch::Receiver<bool>,
 ) {
-    let serve = |handoff: Handoff| match TcpStream::from_std(handoff.stream) {
-        Ok(stream) => {
-            tokio::spawn(connection(
-                &context,
-                stream,
-                handoff.remote,
-                handoff.permit,
-                handoff.open,
-            ));
-        }
-        Err(error) => {
-            tracing::debug!(remote = %handoff.remote, %error, "cannot take a connection from another thread")
-        }
-    };
     loop {
         tokio::select! {
             handoff = inbox.recv() => match handoff {
-                Some(handoff) => serve(handoff),
+                Some(handoff) => handoff.serve(&context),
                 None => return,
             },
             _ = stop.wait_for(|stopped| *stopped) => break,
@@ -165,7 +160,7 @@ pub(super) async fn inbox(
     }
     inbox.close();
     while let Some(handoff) = inbox.recv().await {
-        serve(handoff);
+        handoff.serve(&context);
     }
 }
 
