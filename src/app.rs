@@ -18,6 +18,7 @@ use crate::auth::cache::TokenCache;
 use crate::auth::jwks::{Issuer, IssuerStatus};
 use crate::config;
 use crate::settings::{self, Settings, Shared, Startup};
+use crate::shard::SHARDS;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::export::{ExporterSource, QueueConfig};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
@@ -26,7 +27,7 @@ use crate::telemetry::spans::{self, Spans};
 /// Everything the request path and the admin listener share.
 #[derive(Debug)]
 pub struct App {
-    settings: ArcSwap<Settings>,
+    settings: ArcSwap<PerThread>,
     pub shared: Shared,
     pub token_cache: TokenCache,
     pub metrics: Arc<Metrics>,
@@ -35,6 +36,20 @@ pub struct App {
     pub unmatched_metrics: RouteMetrics,
     /// The span pipeline; `None` when no OTLP endpoint is configured (no span is ever built).
     pub spans: Option<Arc<Spans>>,
+}
+
+/// One configuration's settings, a copy per request thread ([`crate::shard`]). Every request
+/// holds its settings for its whole life, and with one copy for all threads that reference
+/// count would be written by every thread on every request (its cache line moving between
+/// cores). The copies are shallow (the routes themselves are shared); each is taken and
+/// released by its own thread only. A reload replaces all of them at once.
+#[derive(Debug)]
+struct PerThread([Arc<Settings>; SHARDS]);
+
+impl PerThread {
+    fn new(settings: Settings) -> Self {
+        Self(std::array::from_fn(|_| Arc::new(settings.clone())))
+    }
 }
 
 /// Where the telemetry of [`App::with_outputs`] goes; the defaults follow the configuration.
@@ -103,7 +118,7 @@ impl App {
         .map(Arc::new);
         let app = Self {
             spans,
-            settings: ArcSwap::from_pointee(settings),
+            settings: ArcSwap::from_pointee(PerThread::new(settings)),
             token_cache: TokenCache::new(startup.token_cache_entries),
             unmatched_metrics: metrics.route("_unmatched"),
             shared,
@@ -128,12 +143,12 @@ impl App {
 
     /// The settings a new request runs on.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings.load_full()
+        self.settings.load().0[crate::shard::current()].clone()
     }
 
     /// Every issuer the current routes use.
     pub fn issuers(&self) -> Vec<Arc<Issuer>> {
-        let settings = self.settings.load();
+        let settings = self.settings();
         let mut seen = HashSet::new();
         settings
             .routes
@@ -218,7 +233,7 @@ impl App {
                 ));
             }
         }
-        self.settings.store(Arc::new(settings));
+        self.settings.store(Arc::new(PerThread::new(settings)));
         Ok(())
     }
 }

@@ -154,8 +154,9 @@ pub struct RequestRecord {
     pub trace: TraceContext,
     /// The configuration this request runs on, start to finish.
     pub settings: Arc<Settings>,
-    /// The resolved route and what the request asks of it (the routing phase's answer).
-    route: OnceLock<(Arc<Route>, Target)>,
+    /// The resolved route's position in `settings.routes` and what the request asks of it
+    /// (the routing phase's answer).
+    route: OnceLock<(usize, Target)>,
     auth: OnceLock<AuthRecord>,
     session_id: OnceLock<HeaderValue>,
     mcp: OnceLock<McpRecord>,
@@ -214,11 +215,14 @@ impl RequestRecord {
         self.capture.as_deref()
     }
 
-    pub fn set_route(&self, route: Arc<Route>, target: Target) {
-        let _ = self.route.set((route, target));
+    /// `index`: the route's position in this record's `settings.routes`.
+    pub fn set_route(&self, index: usize, target: Target) {
+        let _ = self.route.set((index, target));
     }
     pub fn route(&self) -> Option<&Arc<Route>> {
-        self.route.get().map(|(route, _)| route)
+        self.route
+            .get()
+            .and_then(|(index, _)| self.settings.routes.get(*index))
     }
     pub fn target(&self) -> Option<&Target> {
         self.route.get().map(|(_, target)| target)

@@ -78,16 +78,18 @@ pub enum Target {
     Metadata { resource_path: String },
 }
 
-/// The routes of one configuration, indexed for lookup.
-#[derive(Debug, Default)]
+/// The routes of one configuration, indexed for lookup. The indexes hold positions in
+/// `routes`, and a request's record holds the position of its route: resolving a request
+/// clones no route, so no reference count shared by every request thread is written.
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     pub routes: Vec<Arc<Route>>,
     /// Names and ARNs, for `/runtimes/{id}/invocations`.
-    by_id: HashMap<String, Arc<Route>>,
+    by_id: HashMap<String, usize>,
     /// Explicit paths, longest first.
-    explicit: Vec<Arc<Route>>,
+    explicit: Vec<usize>,
     /// Served at the root metadata URL.
-    default_resource: Option<Arc<Route>>,
+    default_resource: Option<usize>,
 }
 
 impl RouteTable {
@@ -95,17 +97,19 @@ impl RouteTable {
     pub fn new(routes: Vec<Arc<Route>>, default_resource: Option<Arc<Route>>) -> Self {
         let mut by_id = HashMap::new();
         let mut explicit = Vec::new();
-        for route in &routes {
+        for (i, route) in routes.iter().enumerate() {
             if route.prefix {
-                explicit.push(route.clone());
+                explicit.push(i);
             } else {
-                by_id.insert(route.name.to_string(), route.clone());
+                by_id.insert(route.name.to_string(), i);
             }
             if let Some(arn) = &route.arn {
-                by_id.insert(arn.clone(), route.clone());
+                by_id.insert(arn.clone(), i);
             }
         }
-        explicit.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        explicit.sort_by_key(|&i| std::cmp::Reverse(routes[i].path.len()));
+        let default_resource =
+            default_resource.and_then(|d| routes.iter().position(|r| Arc::ptr_eq(r, &d)));
         Self {
             routes,
             by_id,
@@ -114,24 +118,30 @@ impl RouteTable {
         }
     }
 
-    /// The route for a request path, and whether it asks for metadata.
-    pub fn resolve(&self, path: &str) -> Option<(Arc<Route>, Target)> {
+    /// The route at a position [`Self::resolve`] returned.
+    pub fn get(&self, index: usize) -> Option<&Arc<Route>> {
+        self.routes.get(index)
+    }
+
+    /// The position of the route for a request path, and whether it asks for metadata.
+    pub fn resolve(&self, path: &str) -> Option<(usize, Target)> {
         if let Some(rest) = path.strip_prefix(PRM_SUFFIX) {
             if rest.is_empty() || rest == "/" {
-                let route = self.default_resource.clone()?;
-                let resource_path = route.path.clone();
-                return Some((route, Target::Metadata { resource_path }));
+                let index = self.default_resource?;
+                let resource_path = self.get(index)?.path.clone();
+                return Some((index, Target::Metadata { resource_path }));
             }
             return self.metadata_for(rest);
         }
         if let Some(resource) = path.strip_suffix(PRM_SUFFIX) {
             return self.metadata_for(resource);
         }
-        self.invocation(path).map(|route| (route, Target::Invoke))
+        self.invocation(path).map(|index| (index, Target::Invoke))
     }
 
-    fn metadata_for(&self, resource_path: &str) -> Option<(Arc<Route>, Target)> {
-        let route = self.invocation(resource_path)?;
+    fn metadata_for(&self, resource_path: &str) -> Option<(usize, Target)> {
+        let index = self.invocation(resource_path)?;
+        let route = self.get(index)?;
         // Metadata exists for a route's own path (or its ARN form), not for every path
         // under a prefix route.
         if route.prefix && route.path != resource_path {
@@ -139,32 +149,30 @@ impl RouteTable {
         }
         route.auth.as_ref()?;
         Some((
-            route,
+            index,
             Target::Metadata {
                 resource_path: resource_path.to_owned(),
             },
         ))
     }
 
-    fn invocation(&self, path: &str) -> Option<Arc<Route>> {
+    fn invocation(&self, path: &str) -> Option<usize> {
         if let Some(id) = path
             .strip_prefix("/runtimes/")
             .and_then(|rest| rest.strip_suffix("/invocations"))
             .filter(|id| !id.contains('/'))
         {
             let decoded = percent_decode_str(id).decode_utf8().ok()?;
-            if let Some(route) = self.by_id.get(decoded.as_ref()) {
-                return Some(route.clone());
+            if let Some(&index) = self.by_id.get(decoded.as_ref()) {
+                return Some(index);
             }
         }
-        self.explicit
-            .iter()
-            .find(|route| {
-                path.strip_prefix(route.path.as_str()).is_some_and(|rest| {
-                    rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/')
-                })
+        self.explicit.iter().copied().find(|&i| {
+            let route = &self.routes[i];
+            path.strip_prefix(route.path.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/')
             })
-            .cloned()
+        })
     }
 }
 
@@ -177,12 +185,12 @@ pub(crate) struct Routing;
 impl Check for Routing {
     fn check<B>(&self, request: &mut Request<Recorded<B>>) -> Result<(), ProxyError> {
         let record = request.body().record();
-        let (route, target) = record
+        let (index, target) = record
             .settings
             .routes
             .resolve(request.uri().path())
             .ok_or(ProxyError::NoRoute)?;
-        record.set_route(route, target);
+        record.set_route(index, target);
         Ok(())
     }
 }

@@ -328,7 +328,10 @@ fn connection(
         context.app.clone(),
         info,
     ));
-    let draining = context.watcher.flag();
+    // One flag for the whole server, behind a reference count of this connection's own:
+    // cloning the flag itself for each request would write one count from every request
+    // thread.
+    let draining = Arc::new(context.watcher.flag());
     let clock = HeadClock::new();
     let head = clock.clone();
     let hyper_service = service_fn(move |request: Request<Incoming>| {

@@ -67,7 +67,7 @@ pub struct Limits {
 }
 
 /// Everything a request needs, swapped as one on reload.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub routes: RouteTable,
     pub public_url: Option<String>,

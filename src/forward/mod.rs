@@ -73,12 +73,14 @@ where
     }
 
     fn call(&mut self, request: Request<Recorded<B>>) -> Self::Future {
-        let route = request.body().record().route().cloned();
+        // The request's own record, not the route: a route's reference count is shared by
+        // every request thread, the record's only by this request.
+        let record = request.body().record().clone();
         Box::pin(async move {
-            let Some(route) = route else {
+            let Some(route) = record.route() else {
                 return Err(ProxyError::NoRoute);
             };
-            route.upstream.send(&route, request).await
+            route.upstream.send(route, request).await
         })
     }
 }

@@ -45,9 +45,15 @@ pub(crate) struct Pool {
     /// the scheme's default.
     host: HeaderValue,
     connector: HttpsConnector<HttpConnector>,
-    /// Per worker, newest last: a pop reuses the warmest connection, and stale ones sit at
-    /// the front.
-    idle: [Mutex<Vec<Idle>>; SHARDS],
+    /// Per worker. Each list has its own reference count: a [`Checkin`] holds its thread's
+    /// list, not the pool, whose count every request thread would write.
+    idle: [Arc<IdleList>; SHARDS],
+}
+
+/// One worker's idle connections.
+struct IdleList {
+    /// Newest last: a pop reuses the warmest connection, and stale ones sit at the front.
+    connections: Mutex<Vec<Idle>>,
     reaping: AtomicBool,
 }
 
@@ -65,7 +71,7 @@ impl fmt::Debug for Pool {
                 &self
                     .idle
                     .iter()
-                    .map(|i| i.lock().map(|i| i.len()).unwrap_or(0))
+                    .map(|i| i.connections.lock().map(|i| i.len()).unwrap_or(0))
                     .sum::<usize>(),
             )
             .finish_non_exhaustive()
@@ -75,13 +81,19 @@ impl fmt::Debug for Pool {
 /// A connection lent to one exchange, given back when its response body has ended.
 #[derive(Debug)]
 pub(crate) struct Checkin {
-    pool: Arc<Pool>,
+    idle: Arc<IdleList>,
     sender: SendRequest<OutboundBody>,
+}
+
+impl fmt::Debug for IdleList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdleList").finish_non_exhaustive()
+    }
 }
 
 impl Checkin {
     pub(crate) fn give_back(self) {
-        self.pool.put(self.sender);
+        self.idle.put(self.sender);
     }
 }
 
@@ -146,14 +158,18 @@ impl Pool {
             origin,
             host,
             connector,
-            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
-            reaping: AtomicBool::new(false),
+            idle: std::array::from_fn(|_| {
+                Arc::new(IdleList {
+                    connections: Mutex::new(Vec::new()),
+                    reaping: AtomicBool::new(false),
+                })
+            }),
         })
     }
 
     /// Sends `request` (its URI absolute or origin-form) on an idle connection or a new one.
     pub(crate) async fn send(
-        self: &Arc<Self>,
+        &self,
         mut request: Request<OutboundBody>,
     ) -> Result<(Response<Incoming>, Checkin), PoolError> {
         if let Some(target) = request.uri().path_and_query().cloned() {
@@ -166,7 +182,10 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.take() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: a new connection's state (the connector's and the handshake's futures,
+                // over a kilobyte) would otherwise be part of every exchange's future, which
+                // is built and moved on every request.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A reused connection may still be finishing its previous exchange, or closed.
             if reused && sender.ready().await.is_err() {
@@ -175,7 +194,7 @@ impl Pool {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let checkin = Checkin {
-                        pool: Arc::clone(self),
+                        idle: Arc::clone(self.idle()),
                         sender,
                     };
                     return Ok((response, checkin));
@@ -208,12 +227,12 @@ impl Pool {
     }
 
     /// This thread's idle list.
-    fn idle(&self) -> &Mutex<Vec<Idle>> {
+    fn idle(&self) -> &Arc<IdleList> {
         &self.idle[crate::shard::current()]
     }
 
     fn take(&self) -> Option<SendRequest<OutboundBody>> {
-        let mut idle = self.idle().lock().ok()?;
+        let mut idle = self.idle().connections.lock().ok()?;
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < POOL_IDLE_TIMEOUT && !entry.sender.is_closed() {
                 return Some(entry.sender);
@@ -221,13 +240,15 @@ impl Pool {
         }
         None
     }
+}
 
+impl IdleList {
     fn put(self: &Arc<Self>, sender: SendRequest<OutboundBody>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
-        let Ok(mut idle) = self.idle().lock() else {
+        let Ok(mut idle) = self.connections.lock() else {
             return;
         };
         drop_stale(&mut idle, now);
@@ -250,18 +271,17 @@ fn drop_stale(idle: &mut Vec<Idle>, now: Instant) {
     idle.drain(..stale);
 }
 
-/// Closes idle connections when traffic stops, until the pool is gone.
-fn spawn_reaper(pool: Weak<Pool>) {
+/// Closes idle connections when traffic stops, until the list (its pool) is gone. Spawned
+/// by the list's own thread, so the connections close on the thread that opened them.
+fn spawn_reaper(list: Weak<IdleList>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(pool) = pool.upgrade() else { return };
-            for idle in &pool.idle {
-                if let Ok(mut idle) = idle.lock() {
-                    drop_stale(&mut idle, Instant::now());
-                }
+            let Some(list) = list.upgrade() else { return };
+            if let Ok(mut idle) = list.connections.lock() {
+                drop_stale(&mut idle, Instant::now());
             }
         }
     });

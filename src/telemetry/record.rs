@@ -29,17 +29,25 @@ use crate::context::{AuthRecord, ConnInfo, Recorded, RequestRecord};
 use crate::error::{ErrorReason, ProxyError};
 use crate::phase::ResponseFuture;
 
+/// The app behind a reference count of the connection's own (the stack, and so this layer, is
+/// built per connection): each request holds it until its body ends, and cloning the
+/// `Arc<App>` itself would write one count shared by every request thread.
+type ConnApp = Arc<Arc<App>>;
+
 /// The outermost layer (see the module docs).
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
-    app: Arc<App>,
+    app: ConnApp,
     conn: ConnInfo,
 }
 
 impl RecordLayer {
     /// For the requests of one client connection (`conn`; the stack is built per connection).
     pub fn new(app: Arc<App>, conn: ConnInfo) -> Self {
-        Self { app, conn }
+        Self {
+            app: Arc::new(app),
+            conn,
+        }
     }
 }
 
@@ -58,7 +66,7 @@ impl<S> Layer<S> for RecordLayer {
 #[derive(Clone, Debug)]
 pub struct Record<S> {
     inner: S,
-    app: Arc<App>,
+    app: ConnApp,
     conn: ConnInfo,
 }
 
@@ -115,7 +123,7 @@ pin_project! {
         #[pin]
         called: Either<F, ResponseFuture>,
         // Until the response is made.
-        done: Option<(Arc<App>, Arc<RequestRecord>)>,
+        done: Option<(ConnApp, Arc<RequestRecord>)>,
     }
 }
 
@@ -141,7 +149,7 @@ where
 
 /// The response for the stack's outcome, decorated, with its body watched to the end.
 fn respond(
-    app: Arc<App>,
+    app: ConnApp,
     record: Arc<RequestRecord>,
     result: Result<Response<ProxyBody>, ProxyError>,
 ) -> Response<RecordBody> {
@@ -216,7 +224,7 @@ fn decorate(response: &mut Response<ProxyBody>, record: &RequestRecord) {
 
 /// Emits the metrics and the access-log line exactly once.
 struct Finish {
-    app: Arc<App>,
+    app: ConnApp,
     record: Arc<RequestRecord>,
     status: u16,
     error: Option<ErrorReason>,

@@ -148,3 +148,78 @@ async fn zero_threads_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--threads must be at least 1"), "{stderr}");
 }
+
+/// One keep-alive connection's answer to a POST on the support route (status and whether the
+/// response carries `Server-Timing`).
+async fn post_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> (u16, bool) {
+    let request = http::Request::post(format!("http://{addr}/runtimes/support/invocations"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let timed = response.headers().contains_key("server-timing");
+    let status = response.status().as_u16();
+    http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    (status, timed)
+}
+
+/// Each request thread runs requests on its own copy of the settings; a reload replaces every
+/// thread's copy, so requests on connections already open on any thread see the new
+/// configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_every_request_thread() {
+    let issuer = issuer().await;
+    let agent = agent().await;
+    let binary = start_binary_env(
+        &issuer,
+        &agent,
+        "telemetry: { accessLog: \"off\", serverTiming: false }",
+        &support_route(),
+        &[("GATEHOUSE_THREADS", "3")],
+    )
+    .await;
+    let token = token_of(&issuer);
+    let addr: std::net::SocketAddr = binary.addr.parse().unwrap();
+    let mut open = Vec::new();
+    for _ in 0..9 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        assert_eq!(post_on(&mut sender, addr, &token).await, (200, false));
+        open.push(sender);
+    }
+    let counts = open_per_thread(&binary).await;
+    assert!(
+        counts.iter().all(|&c| c > 0.0),
+        "every thread has a connection: {counts:?}"
+    );
+
+    let text = std::fs::read_to_string(binary.config_path()).unwrap();
+    std::fs::write(
+        binary.config_path(),
+        text.replace("serverTiming: false", "serverTiming: true"),
+    )
+    .unwrap();
+    binary.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || binary
+            .stderr()
+            .contains("configuration reloaded"))
+        .await,
+        "{}",
+        binary.stderr_tail(20)
+    );
+    for sender in &mut open {
+        assert_eq!(post_on(sender, addr, &token).await, (200, true));
+    }
+}
