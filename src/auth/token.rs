@@ -288,15 +288,16 @@ mod tests {
 
     #[test]
     fn non_ascii_authorization_header() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
-        );
-        assert_eq!(
-            bearer(&h),
-            Err(TokenError::Malformed("Authorization header is not ASCII"))
-        );
+        // Not UTF-8, and UTF-8 but not ASCII.
+        for value in [&b"Bearer \xff"[..], "Bearer abc\u{e9}def".as_bytes()] {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(
+                bearer(&h),
+                Err(TokenError::Malformed("Authorization header is not ASCII")),
+                "{value:?}"
+            );
+        }
     }
 
     fn token(header: &str) -> String {
