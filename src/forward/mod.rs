@@ -29,6 +29,7 @@ use tower::Service;
 
 pub(crate) use self::body::UpstreamBody;
 pub(crate) use self::client::UpstreamClients;
+pub(crate) use self::send::is_event_stream;
 use crate::body::{BoxError, ProxyBody};
 use crate::context::Recorded;
 use crate::error::ProxyError;

@@ -370,11 +370,39 @@ enum SendError {
 
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-fn is_event_stream(headers: &HeaderMap) -> bool {
+/// Whether a response is a server-sent event stream (media types are case-insensitive). The
+/// record layer counts such responses in `gatehouse_active_streams` by the same test.
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .trim_ascii_start()
             .get(..17)
             .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::headers;
+
+    #[test]
+    fn event_streams_are_told_by_their_media_type_in_any_case() {
+        for (content_type, streaming) in [
+            ("text/event-stream", true),
+            ("Text/Event-Stream", true),
+            ("text/event-stream; charset=utf-8", true),
+            (" TEXT/EVENT-STREAM", true),
+            ("application/json", false),
+            ("text/event", false),
+            ("text/plain", false),
+        ] {
+            assert_eq!(
+                is_event_stream(&headers(&[("content-type", content_type)])),
+                streaming,
+                "{content_type:?}"
+            );
+        }
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
 }

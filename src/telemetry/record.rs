@@ -166,10 +166,7 @@ fn respond(
         }
     };
     decorate(&mut response, &record);
-    let streaming = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streaming = crate::forward::is_event_stream(response.headers());
     if streaming && let Some(route) = record.route() {
         route.metrics.active_streams.inc();
     }
