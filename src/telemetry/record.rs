@@ -76,7 +76,6 @@ static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 impl<S, B> Service<Request<B>> for Record<S>
 where
     S: Service<Request<Recorded<B>>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
         + Send
         + 'static,
     S::Future: Send,
