@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use gatehouse::bench::load::{self, Plan, Stop};
+use gatehouse::dev::{EchoAgent, TestIssuer};
 use http::Method;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
@@ -87,35 +88,14 @@ async fn open_per_thread(binary: &Binary) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_spread_over_the_request_threads() {
-    let issuer = issuer().await;
-    let agent = agent().await;
-    let binary = start_binary_env(
-        &issuer,
-        &agent,
-        "telemetry: { accessLog: \"off\" }",
-        &support_route(),
-        &[("GATEHOUSE_THREADS", "3")],
-    )
-    .await;
-    let token = token_of(&issuer);
+    let (binary, token, _peers) = three_threads("telemetry: { accessLog: \"off\" }").await;
     let addr: std::net::SocketAddr = binary.addr.parse().unwrap();
     // A burst of keep-alive connections, each answered once and kept open: whichever thread
     // wins each accept, none ends up with more than two above another.
     let mut open = Vec::new();
     for _ in 0..18 {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::post(format!("http://{addr}/runtimes/support/invocations"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), 200);
+        let mut sender = connect(addr).await;
+        assert_eq!(post_on(&mut sender, addr, &token).await.0, 200);
         open.push(sender);
     }
     let counts = open_per_thread(&binary).await;
@@ -149,6 +129,35 @@ async fn zero_threads_is_refused() {
     assert!(stderr.contains("--threads must be at least 1"), "{stderr}");
 }
 
+/// The binary with three request threads in front of a fresh issuer and agent (the support
+/// route), a valid token for it, and the issuer and agent (kept for the test's length).
+async fn three_threads(top: &str) -> (Binary, String, (TestIssuer, EchoAgent)) {
+    let issuer = issuer().await;
+    let agent = agent().await;
+    let binary = start_binary_env(
+        &issuer,
+        &agent,
+        top,
+        &support_route(),
+        &[("GATEHOUSE_THREADS", "3")],
+    )
+    .await;
+    (binary, token_of(&issuer), (issuer, agent))
+}
+
+/// A new keep-alive HTTP/1.1 connection to `addr`.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// One keep-alive connection's answer to a POST on the support route (status and whether the
 /// response carries `Server-Timing`).
 async fn post_on(
@@ -175,26 +184,12 @@ async fn post_on(
 /// configuration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reaches_every_request_thread() {
-    let issuer = issuer().await;
-    let agent = agent().await;
-    let binary = start_binary_env(
-        &issuer,
-        &agent,
-        "telemetry: { accessLog: \"off\", serverTiming: false }",
-        &support_route(),
-        &[("GATEHOUSE_THREADS", "3")],
-    )
-    .await;
-    let token = token_of(&issuer);
+    let (binary, token, _peers) =
+        three_threads("telemetry: { accessLog: \"off\", serverTiming: false }").await;
     let addr: std::net::SocketAddr = binary.addr.parse().unwrap();
     let mut open = Vec::new();
     for _ in 0..9 {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let mut sender = connect(addr).await;
         assert_eq!(post_on(&mut sender, addr, &token).await, (200, false));
         open.push(sender);
     }
