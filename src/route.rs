@@ -168,9 +168,10 @@ impl RouteTable {
             }
         }
         self.explicit.iter().copied().find(|&i| {
-            let route = &self.routes[i];
-            path.strip_prefix(route.path.as_str()).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/')
+            self.get(i).is_some_and(|route| {
+                path.strip_prefix(route.path.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with('/') || route.path.ends_with('/')
+                })
             })
         })
     }
