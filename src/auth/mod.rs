@@ -455,7 +455,11 @@ where
             record.set_auth(AuthRecord::new(AuthOutcome::None, Duration::ZERO));
             return Either::Left(self.inner.call(request));
         }
-        let Some(authorizer) = route.auth.as_ref() else {
+        // From here the request's own record lends the route and its authorizer while the
+        // request is split or moved: its count is this request's alone, where the route's is
+        // written by every request thread.
+        let record = Arc::clone(record);
+        let Some((route, authorizer)) = authorizer_of(&record) else {
             return Either::Right(Box::pin(ready(Err(ProxyError::NoRoute))));
         };
         // An address over its budget of failed validations is refused before any token work:
@@ -466,38 +470,33 @@ where
         if let Some(budget) = &record.settings.auth_failures
             && let Some(wait) = budget.blocked(record.conn.remote.ip())
         {
-            let (budget, record, route) = (budget.clone(), record.clone(), route.clone());
+            let budget = budget.clone();
             return Either::Right(Box::pin(async move {
                 tokio::time::sleep(wait.min(failures::MAX_HOLD)).await;
-                Err(over_failure_budget(&route, &record, &budget, wait))
+                Err(match record.route() {
+                    Some(route) => over_failure_budget(route, &record, &budget, wait),
+                    None => ProxyError::NoRoute,
+                })
             }));
         }
         let started = Instant::now();
         // Most requests carry a token the verified-token cache holds: decided here, and the
-        // inner future goes on unboxed, without a clone of the stack behind it (nor of the
-        // route, whose count every request thread would write).
+        // inner future goes on unboxed, without a clone of the stack behind it.
         let hash = match authorizer.authenticate_cached(request.headers(), &self.cache) {
             Cached::Decided(result) => {
                 let result = authorizer.authorized(result);
-                let elapsed = started.elapsed();
                 let (mut parts, body) = request.into_parts();
-                let record = body.record();
-                let settled = match record.route() {
-                    Some(route) => settle(route, record, &mut parts, result, elapsed),
-                    None => Err(ProxyError::NoRoute),
-                };
-                return match settled {
+                return match settle(route, &record, &mut parts, result, started.elapsed()) {
                     Ok(()) => Either::Left(self.inner.call(Request::from_parts(parts, body))),
                     Err(error) => Either::Right(Box::pin(ready(Err(error)))),
                 };
             }
             Cached::Verify(hash) => hash,
         };
-        let (record, route) = (record.clone(), route.clone());
         let mut inner = self.inner.clone();
         let cache = self.cache.clone();
         Either::Right(Box::pin(async move {
-            let Some(authorizer) = route.auth.as_ref() else {
+            let Some((route, authorizer)) = authorizer_of(&record) else {
                 return Err(ProxyError::NoRoute);
             };
             let result = authorizer
@@ -505,10 +504,16 @@ where
                 .await;
             let result = authorizer.authorized(result);
             let (mut parts, body) = request.into_parts();
-            settle(&route, &record, &mut parts, result, started.elapsed())?;
+            settle(route, &record, &mut parts, result, started.elapsed())?;
             inner.call(Request::from_parts(parts, body)).await
         }))
     }
+}
+
+/// The request's route and its authorizer (`None` on a route without one).
+fn authorizer_of(record: &RequestRecord) -> Option<(&Route, &Authorizer)> {
+    let route = record.route()?;
+    Some((route, route.auth.as_ref()?))
 }
 
 /// Records the authentication's outcome and readies the request for the inner phases

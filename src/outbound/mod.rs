@@ -274,30 +274,30 @@ where
     }
 
     fn call(&mut self, mut request: Request<Recorded<B>>) -> Self::Future {
-        let Some(route) = request
-            .body()
-            .record()
-            .route()
-            .filter(|r| r.outbound.is_some())
-            .cloned()
-        else {
+        let record = request.body().record();
+        if record.route().is_none_or(|r| r.outbound.is_none()) {
             return Either::Left(self.inner.call(request));
-        };
+        }
+        // The request's own record lends the route: its count is this request's alone, where
+        // the route's is written by every request thread.
+        let record = Arc::clone(record);
         let mut inner = self.inner.clone();
         Either::Right(Box::pin(async move {
-            let Some(outbound) = route.outbound.as_ref() else {
+            let Some((route, outbound)) = record
+                .route()
+                .and_then(|route| Some((route, route.outbound.as_ref()?)))
+            else {
                 return inner.call(request).await;
             };
             let started = Instant::now();
             let result = outbound
                 .credential(request.extensions().get::<SubjectToken>())
                 .await;
-            let record = OutboundRecord {
+            record.set_outbound(OutboundRecord {
                 result: outbound.count(&result),
                 started,
                 duration: started.elapsed(),
-            };
-            request.body().record().set_outbound(record);
+            });
             match result {
                 Ok((authorization, _)) => {
                     // Replaces whatever Enrich let through: the upstream gets this one.

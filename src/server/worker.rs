@@ -1,10 +1,10 @@
 //! A request thread (`serve --threads N`, N > 1): an OS thread with its own single-threaded
 //! runtime, accepting on its own handle of every public listener (the kernel hands each new
 //! connection to one of the threads waiting on it) and serving the connections it accepted
-//! there, or was handed by a busier thread ([`spread`]), start to end. Whatever a request spawns — the upstream connection task of a new
-//! pooled connection, a background fetch — runs on the same thread, and the upstream pools
-//! keep one idle list per worker ([`crate::shard`]), so an exchange never
-//! wakes another thread.
+//! there, or was handed by a busier thread ([`spread`]), start to end. Whatever a request
+//! spawns — the upstream connection task of a new pooled connection, a background fetch — runs
+//! on the same thread, and the upstream pools keep one idle list per worker
+//! ([`crate::shard`]), so an exchange never wakes another thread.
 //!
 //! The thread lives until `serve` says so: after its accept loops stop (the listeners close at
 //! the drain's start) it keeps serving its open connections while they drain, and exits, with
